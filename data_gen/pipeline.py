@@ -1,0 +1,145 @@
+"""The generation pipeline: sample skeletons, instantiate, integrate in one batch, filter.
+
+:func:`generate_chunk` is the unit of work, a pure function of (grammar, seed, chunk index), so results
+do not depend on how many worker processes run it. Both the ``odeformer generate`` command and the
+trainer's streaming iterator (:func:`stream_chunks`) call it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from data_gen.integrate import STATUS_NAMES, STATUS_OK, solve_batch
+from data_gen.program import build_batch, compile_system
+from data_gen.sampler import (
+    Skeleton, SkeletonSampler, sample_constants, sample_initial_conditions, sample_time_spans,
+)
+from odeformer.grammar import Grammar
+
+#: skeleton draws per chunk: large enough to amortise a batch call, small enough for steady progress
+SKELETONS_PER_CHUNK = 64
+
+
+@dataclass
+class System:
+    """One accepted system: its skeleton, constants and dense trajectories."""
+
+    skeleton: Skeleton
+    constants: np.ndarray  # (n_free,) in prefix order over all components
+    t_end: float
+    x: np.ndarray  # (n_ok, grid_points, dim) float32, the trajectories that passed every filter
+    x0: np.ndarray  # (n_ok, dim)
+
+
+@dataclass
+class Chunk:
+    systems: list[System]
+    skeleton_draws: int
+    rejections: Counter = field(default_factory=Counter)
+
+    @property
+    def distinct_skeletons(self) -> int:
+        return len({s.skeleton.key for s in self.systems})
+
+
+def chunk_seed(seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, index])
+
+
+def generate_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = SKELETONS_PER_CHUNK,
+                   verify: bool = True) -> Chunk:
+    """Accepted systems from ``n_skeletons`` skeleton draws, each instantiated
+    ``tree.instances_per_skeleton`` times with fresh constants, initial conditions and time spans."""
+    ss = chunk_seed(seed, index)
+    structure_seed, value_seed = ss.generate_state(2)
+    sampler = SkeletonSampler(grammar, int(structure_seed))
+    rng = np.random.default_rng(int(value_seed))
+    k = grammar["tree"]["instances_per_skeleton"]
+    per = grammar["initial_conditions"]["per_system"]
+    rejections: Counter = Counter()
+    skeletons: list[Skeleton] = []
+    seen: set[str] = set()
+    for _ in range(n_skeletons):
+        s = sampler.sample()
+        if isinstance(s, str):
+            rejections[s] += 1
+        elif s.key in seen:
+            rejections["duplicate"] += 1
+        else:
+            seen.add(s.key)
+            skeletons.append(s)
+    if not skeletons:
+        return Chunk([], n_skeletons, rejections)
+
+    programs = [compile_system(s.components) for s in skeletons]
+    consts = [sample_constants(grammar, rng, k, p.n_free) for p in programs]
+    t_end = sample_time_spans(grammar, rng, k * len(skeletons))
+    max_dim = grammar.max_dim
+    x0 = np.zeros((len(skeletons) * k * per, max_dim))
+    for i, s in enumerate(skeletons):
+        ic = sample_initial_conditions(grammar, rng, k, s.dim).reshape(k * per, s.dim)
+        x0[i * k * per:(i + 1) * k * per, :s.dim] = ic
+    traj_sys = np.repeat(np.arange(len(skeletons) * k), per)
+    batch = build_batch(programs, consts, t_end)
+    integ = grammar["integration"]
+    grid = grammar["time"]["grid_points"]
+    sol = solve_batch(batch, x0, traj_sys, grid, integ["rtol"], integ["atol"], integ["max_steps"],
+                      integ["bound"], verify_factor=100.0 if verify else 0.0)
+
+    good = sol.status == STATUS_OK
+    for code, n in zip(*np.unique(sol.status, return_counts=True)):
+        rejections["traj_" + STATUS_NAMES[int(code)]] += int(n)
+    good_sys = good.reshape(-1, per).any(axis=1)
+    n_bad = int((~good_sys).sum())
+    if n_bad:
+        rejections["system_no_valid_trajectory"] += n_bad
+    rows = np.flatnonzero(good)
+    x_good = sol.x[rows].astype(np.float32)
+    x0_good = x0[rows]
+    owner = rows // per
+    bounds = np.searchsorted(owner, np.flatnonzero(good_sys), side="left").tolist() + [len(rows)]
+    systems: list[System] = []
+    for n, sys_index in enumerate(np.flatnonzero(good_sys).tolist()):
+        i, j = divmod(sys_index, k)
+        d = skeletons[i].dim
+        a, b = bounds[n], bounds[n + 1]
+        systems.append(System(skeletons[i], consts[i][j], float(t_end[sys_index]), x_good[a:b, :, :d],
+                              x0_good[a:b, :d]))
+    return Chunk(systems, n_skeletons, rejections)
+
+
+def _worker(args) -> Chunk:
+    grammar_json, source, seed, index, verify = args
+    import json
+
+    return generate_chunk(Grammar.from_dict(json.loads(grammar_json), source), seed, index, verify=verify)
+
+
+def stream_chunks(grammar: Grammar, seed: int, workers: int = 1, start: int = 0, stop: int | None = None,
+                  verify: bool = True) -> Iterator[Chunk]:
+    """Chunks ``start, start+1, ...`` (up to ``stop``, or forever) in order, computed by ``workers``
+    processes with a bounded number in flight. The sequence is the same for any number of workers."""
+    import itertools
+    from collections import deque
+
+    indices = itertools.count(start) if stop is None else iter(range(start, stop))
+    jobs = ((grammar.to_json(), grammar.source, seed, i, verify) for i in indices)
+    if workers <= 1:
+        yield from map(_worker, jobs)
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
+    with ctx.Pool(workers) as pool:
+        pending: deque = deque()
+        for job in itertools.islice(jobs, 2 * workers):
+            pending.append(pool.apply_async(_worker, (job,)))
+        while pending:
+            chunk = pending.popleft().get()
+            nxt = next(jobs, None)
+            if nxt is not None:
+                pending.append(pool.apply_async(_worker, (nxt,)))
+            yield chunk

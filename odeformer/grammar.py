@@ -1,0 +1,262 @@
+"""Grammar files (DESIGN.md 3.5): which random ODE systems the generator samples.
+
+A grammar is a TOML file with the sections of ``data_gen/grammars/default.toml``. Loading validates
+every key: unknown sections, keys and operators, bad weights and impossible ranges raise
+:class:`GrammarError` with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from odeformer.expressions import BINARY_OPS, MAX_DIM_LIMIT, UNARY_OPS
+
+DEFAULT_GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "data_gen" / "grammars" / "default.toml"
+
+
+class GrammarError(ValueError):
+    """A grammar file is invalid; the message names the offending key."""
+
+
+def _range(lo_min: float, hi_max: float = math.inf, integer: bool = False, positive: bool = False):
+    def check(key: str, v: Any) -> list:
+        if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)):
+            raise GrammarError(f"{key}: expected a range [min, max] of two numbers, got {v!r}")
+        if integer and not all(float(x).is_integer() for x in v):
+            raise GrammarError(f"{key}: expected whole numbers, got {v!r}")
+        lo, hi = v
+        if lo > hi:
+            raise GrammarError(f"{key}: min {lo} is larger than max {hi}")
+        if lo < lo_min or hi > hi_max or (positive and lo <= 0):
+            bound = f"> 0" if positive else f"within [{lo_min}, {hi_max}]"
+            raise GrammarError(f"{key}: range {v!r} must be {bound}")
+        return [int(x) for x in v] if integer else [float(x) for x in v]
+
+    return check
+
+
+def _number(lo: float, hi: float = math.inf, integer: bool = False, open_lo: bool = False):
+    def check(key: str, v: Any):
+        if not _is_number(v) or (integer and not float(v).is_integer()):
+            raise GrammarError(f"{key}: expected {'a whole number' if integer else 'a number'}, got {v!r}")
+        if v < lo or v > hi or (open_lo and v == lo):
+            raise GrammarError(f"{key}: {v} must be {'>' if open_lo else '>='} {lo} and <= {hi}")
+        return int(v) if integer else float(v)
+
+    return check
+
+
+def _weights(allowed: dict | set, what: str):
+    def check(key: str, v: Any) -> dict:
+        if not isinstance(v, dict):
+            raise GrammarError(f"{key}: expected a table of {what} = weight")
+        out = {}
+        for name, w in v.items():
+            if name not in allowed:
+                raise GrammarError(f"{key}.{name}: unknown {what} (known: {', '.join(sorted(allowed))})")
+            if not _is_number(w) or w < 0 or not math.isfinite(w):
+                raise GrammarError(f"{key}.{name}: weight must be a finite number >= 0, got {w!r}")
+            out[name] = float(w)
+        return out
+
+    return check
+
+
+def _weight_list(key: str, v: Any) -> list:
+    if not (isinstance(v, list) and v and all(_is_number(x) and x >= 0 and math.isfinite(x) for x in v)):
+        raise GrammarError(f"{key}: expected a non-empty list of finite weights >= 0, got {v!r}")
+    if sum(v) <= 0:
+        raise GrammarError(f"{key}: weights sum to 0")
+    return [float(x) for x in v]
+
+
+def _exponents(key: str, v: Any) -> list:
+    if not isinstance(v, list):
+        raise GrammarError(f"{key}: expected a list of rational exponents such as \"1/2\"")
+    out = []
+    for e in v:
+        try:
+            r = Fraction(str(e))
+        except (ValueError, ZeroDivisionError):
+            raise GrammarError(f"{key}: {e!r} is not a rational number like \"3/2\"") from None
+        if r in (0, 1):
+            raise GrammarError(f"{key}: exponent {e} is trivial")
+        if abs(r) > 10 or r.denominator > 12:
+            raise GrammarError(f"{key}: exponent {e} is out of range (|p/q| <= 10, q <= 12)")
+        out.append(str(r))
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _unit(key: str, v: Any) -> float:
+    return _number(0.0, 1.0)(key, v)
+
+
+#: section -> key -> (validator, default)
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "system": {
+        "min_dim": (_number(1, MAX_DIM_LIMIT, integer=True), 1),
+        "max_dim": (_number(1, MAX_DIM_LIMIT, integer=True), 4),
+        "dim_weights": (_weight_list, None),
+        "time_share": (_unit, 0.15),
+    },
+    "operators": {
+        "unary": (_weights(UNARY_OPS, "unary operator"), {}),
+        "binary": (_weights(BINARY_OPS, "binary operator"), {"add": 1.0, "mul": 1.0}),
+        "pow_exponents": (_exponents, []),
+    },
+    "tree": {
+        "ops_per_component": (_range(0, 30, integer=True), [1, 8]),
+        "leaf_weights": (_weights({"variable", "constant", "time"}, "leaf kind"),
+                         {"variable": 5.0, "constant": 2.0, "time": 1.5}),
+        "affine_share": (_unit, 0.5),
+        "max_unary_depth": (_number(0, 10, integer=True), 2),
+        "max_component_tokens": (_number(3, 256, integer=True), 40),
+        "max_system_tokens": (_number(3, 1024, integer=True), 110),
+        "instances_per_skeleton": (_number(1, 1024, integer=True), 8),
+    },
+    "constants": {
+        "magnitude": (_range(0, positive=True), [0.05, 10.0]),
+        "negative_share": (_unit, 0.4),
+    },
+    "initial_conditions": {
+        "magnitude": (_range(0, positive=True), [0.1, 10.0]),
+        "negative_share": (_unit, 0.25),
+        "per_system": (_number(1, 16, integer=True), 2),
+    },
+    "time": {
+        "span": (_range(0, positive=True), [5.0, 15.0]),
+        "grid_points": (_number(16, 8192, integer=True), 512),
+    },
+    "integration": {
+        "rtol": (_number(0, 1, open_lo=True), 1e-7),
+        "atol": (_number(0, 1, open_lo=True), 1e-9),
+        "max_steps": (_number(10, 10**6, integer=True), 2000),
+        "bound": (_number(0, 1e12, open_lo=True), 1000.0),
+    },
+    "corruption": {
+        "points": (_range(2, integer=True), [30, 300]),
+        "drop": (_range(0, 0.95), [0.0, 0.6]),
+        "window": (_range(0, 1, positive=True), [0.5, 1.0]),
+        "noise_multiplicative": (_range(0, 10), [0.0, 0.1]),
+        "noise_additive": (_range(0, 10), [0.0, 0.1]),
+        "trajectories": (_range(1, 16, integer=True), [1, 2]),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A validated grammar. ``data`` holds every section with defaults filled in."""
+
+    data: dict = field(repr=False)
+    source: str = "<dict>"
+
+    def __getitem__(self, section: str) -> dict:
+        return self.data[section]
+
+    @property
+    def unary(self) -> dict[str, float]:
+        return {k: w for k, w in self.data["operators"]["unary"].items() if w > 0}
+
+    @property
+    def binary(self) -> dict[str, float]:
+        return {k: w for k, w in self.data["operators"]["binary"].items() if w > 0}
+
+    @property
+    def max_dim(self) -> int:
+        return self.data["system"]["max_dim"]
+
+    @property
+    def operators(self) -> set[str]:
+        """Every operator the grammar may generate (weight > 0)."""
+        return set(self.unary) | set(self.binary)
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, sort_keys=True)
+
+    def sha256(self) -> str:
+        """Hash of the normalised grammar (defaults filled in), stable across formatting."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<dict>") -> "Grammar":
+        return cls(_validate(raw), source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Grammar":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise GrammarError(f"{path}: cannot read grammar file ({e.strerror})") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise GrammarError(f"{path}: not valid TOML ({e})") from None
+        try:
+            return cls(_validate(raw), str(path))
+        except GrammarError as e:
+            raise GrammarError(f"{path}: {e}") from None
+
+
+def default_grammar() -> Grammar:
+    return Grammar.from_file(DEFAULT_GRAMMAR_PATH)
+
+
+def _validate(raw: dict) -> dict:
+    out: dict = {}
+    for section in raw:
+        if section not in SCHEMA:
+            raise GrammarError(f"unknown section [{section}] (known: {', '.join(SCHEMA)})")
+        if not isinstance(raw[section], dict):
+            raise GrammarError(f"{section}: expected a table")
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        for key in given:
+            if key not in keys:
+                raise GrammarError(f"{section}.{key}: unknown key (known: {', '.join(keys)})")
+        out[section] = {}
+        for key, (check, default) in keys.items():
+            if key in given:
+                out[section][key] = check(f"{section}.{key}", given[key])
+            else:
+                out[section][key] = default
+    system = out["system"]
+    if system["min_dim"] > system["max_dim"]:
+        raise GrammarError(f"system.min_dim {system['min_dim']} is larger than system.max_dim {system['max_dim']}")
+    n_dims = system["max_dim"] - system["min_dim"] + 1
+    if system["dim_weights"] is None:
+        system["dim_weights"] = [1.0] * n_dims
+    elif len(system["dim_weights"]) != n_dims:
+        raise GrammarError(f"system.dim_weights: expected {n_dims} weights (one per dimension "
+                           f"{system['min_dim']}..{system['max_dim']}), got {len(system['dim_weights'])}")
+    ops = out["operators"]
+    if not any(w > 0 for w in ops["binary"].values()) and not any(w > 0 for w in ops["unary"].values()):
+        raise GrammarError("operators: every operator weight is 0")
+    if ops["binary"].get("pow", 0) > 0 and not ops["pow_exponents"]:
+        raise GrammarError("operators.pow_exponents: binary pow has a weight but no exponents are listed")
+    leaf = out["tree"]["leaf_weights"]
+    if leaf.get("variable", 0) <= 0:
+        raise GrammarError("tree.leaf_weights.variable: must be > 0 (systems must use their variables)")
+    if system["time_share"] > 0 and leaf.get("time", 0) <= 0:
+        raise GrammarError("tree.leaf_weights.time: must be > 0 when system.time_share > 0")
+    tree = out["tree"]
+    if tree["max_component_tokens"] > tree["max_system_tokens"]:
+        raise GrammarError("tree.max_component_tokens is larger than tree.max_system_tokens")
+    corr = out["corruption"]
+    if corr["trajectories"][1] > out["initial_conditions"]["per_system"]:
+        raise GrammarError("corruption.trajectories: max is larger than initial_conditions.per_system")
+    if corr["points"][1] > out["time"]["grid_points"]:
+        raise GrammarError("corruption.points: max is larger than time.grid_points")
+    return out
