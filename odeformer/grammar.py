@@ -182,6 +182,39 @@ class Grammar:
         """Every operator the grammar may generate (weight > 0)."""
         return set(self.unary) | set(self.binary)
 
+    @property
+    def output_operators(self) -> set[str]:
+        """Operators that can appear in generated systems: the sampled ones plus those the skeleton
+        simplifier writes for them (x*x is pow2, a sign is neg or sub, a/b*b... is inv)."""
+        ops = set(self.operators)
+        if ops & {"add", "sub"}:
+            ops |= {"add", "sub", "neg"}
+        if ops & {"mul", "div", "pow2", "pow3", "inv"}:
+            ops |= {"mul", "pow2", "pow3"}
+        if ops & {"div", "inv"}:
+            ops |= {"div", "inv"}
+        if "sqrt" in ops and "pow2" in ops:
+            ops.add("abs")
+        if self.data["operators"]["pow_exponents"]:
+            ops.add("pow")
+        return ops
+
+    def missing(self, tree) -> set[str]:
+        """What a tree uses that this grammar cannot generate: operators, exponents, variables, t."""
+        from odeformer.expressions import leaves, operators
+
+        out = {op for op in operators(tree) if op not in self.output_operators}
+        exps = set(self.data["operators"]["pow_exponents"])
+        for leaf in leaves(tree):
+            if leaf[0].isdigit() or leaf[0] == "-":
+                if leaf not in exps:
+                    out.add(f"exponent {leaf}")
+            elif leaf.startswith("x_") and int(leaf[2:]) >= self.max_dim:
+                out.add(f"variable {leaf}")
+            elif leaf == "t" and self.data["system"]["time_share"] == 0:
+                out.add("time t")
+        return out
+
     def to_json(self) -> str:
         return json.dumps(self.data, sort_keys=True)
 
