@@ -137,7 +137,7 @@ class _Simplifier:
                 has_const = True
                 continue
             if not isinstance(factor, str) and factor[0] == "neg":
-                negative = not negative
+                negative ^= p % 2 != 0  # (-a)**2 is a**2
                 factor = factor[1]
             g = powers.setdefault(key(factor), [factor, 0])
             g[1] += p
@@ -169,7 +169,11 @@ class _Simplifier:
             return ("pow3", factor)
         if str(Fraction(p)) in self.exponents:
             return ("pow", factor, str(p))
-        return ("mul", ("pow3", factor), self._power(factor, p - 3))
+        if p % 2 == 0:
+            return ("pow2", self._power(factor, p // 2))
+        if p % 3 == 0:
+            return ("pow3", self._power(factor, p // 3))
+        return ("mul", factor, self._power(factor, p - 1))
 
 
 def _split_coefficient(term: Tree) -> tuple[Tree, bool]:
