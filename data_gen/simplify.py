@@ -11,6 +11,7 @@ tree, so the cost is bounded by a few passes over it.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from odeformer.expressions import CONST, Tree, is_literal, to_prefix
@@ -141,23 +142,26 @@ class _Simplifier:
                 factor = factor[1]
             g = powers.setdefault(key(factor), [factor, 0])
             g[1] += p
+        exps = [p for _, p in powers.values() if p]
+        if not exps:
+            return CONST
+        common = math.gcd(*exps)  # x**2*y**2/z**2 -> (x*y/z)**2: undo distributing a power
         num, den = [], []
         for k in sorted(powers):
             factor, p = powers[k]
             if p > 0:
-                num.append(self._power(factor, p))
+                num.append(self._power(factor, p // common))
             elif p < 0:
-                den.append(self._power(factor, -p))
-        if not num and not den:
-            return CONST
-        if has_const and any(_all_coefficients(f) for f in num):
-            has_const = False  # C*(C*x + C) is the family (C*x + C): the sum absorbs the factor
-        if has_const:
-            num.insert(0, CONST)
+                den.append(self._power(factor, -p // common))
         out = _build_product(num) if num else None
         if den:
             d = _build_product(den)
             out = ("div", out, d) if out is not None else ("inv", d)
+        out = self._power(out, common)
+        if has_const and (_all_coefficients(out) or (common == 1 and any(_all_coefficients(f) for f in num))):
+            has_const = False  # C*(C*x + C) is the family (C*x + C): the sum absorbs the factor
+        if has_const:
+            out = ("mul", CONST, out)
         return ("neg", out) if negative and not has_const else out
 
     def _power(self, factor: Tree, p: int) -> Tree:
@@ -179,12 +183,7 @@ class _Simplifier:
 def _split_coefficient(term: Tree) -> tuple[Tree, bool]:
     """(term without its constant factor, whether it had one)."""
     if not isinstance(term, str) and term[0] == "mul" and term[1] == CONST:
-        return _strip_const(term), True
-    if not isinstance(term, str) and term[0] == "div" and term[1] == CONST:
-        return ("inv", term[2]), True
-    if not isinstance(term, str) and term[0] == "div" and not isinstance(term[1], str) \
-            and term[1][0] == "mul" and term[1][1] == CONST:
-        return ("div", _strip_const(term[1]), term[2]), True
+        return term[2], True
     return term, False
 
 
@@ -198,15 +197,7 @@ def _all_coefficients(node: Tree) -> bool:
     return True
 
 
-def _strip_const(term: tuple) -> Tree:
-    return term[2]
-
-
 def _with_coefficient(core: Tree) -> Tree:
-    if not isinstance(core, str) and core[0] == "inv":
-        return ("div", CONST, core[1])
-    if not isinstance(core, str) and core[0] == "div":
-        return ("div", ("mul", CONST, core[1]), core[2])
     return ("mul", CONST, core)
 
 
