@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
 from data_gen.integrate import STATUS_NAMES, STATUS_OK, solve_batch
 from data_gen.program import build_batch, compile_system
 from data_gen.sampler import (
-    Skeleton, SkeletonSampler, sample_constants, sample_initial_conditions, sample_time_spans,
+    Skeleton,
+    SkeletonSampler,
+    sample_constants,
+    sample_initial_conditions,
+    sample_time_spans,
 )
 from odeformer.grammar import Grammar
 

@@ -10,13 +10,13 @@ generator's hot path free of SymPy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Iterator, Sequence, Union
 
 import numpy as np
 import sympy as sp
 
-Tree = Union[str, tuple]
+Tree = str | tuple
 
 #: unary operators: name -> (numpy function, sympy builder)
 UNARY_OPS: dict = {
@@ -292,7 +292,8 @@ _PY_UNARY = {
     "tanh": "_np.tanh({})", "atan": "_np.arctan({})", "sinh": "_np.sinh({})", "cosh": "_np.cosh({})",
     "abs": "_np.abs({})",
 }
-_PY_BINARY = {"add": "({} + {})", "sub": "({} - {})", "mul": "({} * {})", "div": "({} / {})", "pow": "_np.power({}, {})"}
+_PY_BINARY = {"add": "({} + {})", "sub": "({} - {})", "mul": "({} * {})", "div": "({} / {})",
+              "pow": "_np.power({}, {})"}
 
 
 def python_rhs(components: Sequence[Tree], consts: Sequence[float]):

@@ -35,7 +35,7 @@ def _range(lo_min: float, hi_max: float = math.inf, integer: bool = False, posit
         if lo > hi:
             raise GrammarError(f"{key}: min {lo} is larger than max {hi}")
         if lo < lo_min or hi > hi_max or (positive and lo <= 0):
-            bound = f"> 0" if positive else f"within [{lo_min}, {hi_max}]"
+            bound = "> 0" if positive else f"within [{lo_min}, {hi_max}]"
             raise GrammarError(f"{key}: range {v!r} must be {bound}")
         return [int(x) for x in v] if integer else [float(x) for x in v]
 
@@ -223,11 +223,11 @@ class Grammar:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "<dict>") -> "Grammar":
+    def from_dict(cls, raw: dict, source: str = "<dict>") -> Grammar:
         return cls(_validate(raw), source)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Grammar":
+    def from_file(cls, path: str | Path) -> Grammar:
         path = Path(path)
         try:
             text = path.read_text()

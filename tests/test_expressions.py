@@ -9,7 +9,13 @@ import sympy as sp
 from data_gen.sampler import SkeletonSampler
 from data_gen.simplify import key, simplify
 from odeformer.expressions import (
-    CONST, evaluate, from_prefix, from_sympy, python_rhs, to_prefix, to_sympy,
+    CONST,
+    evaluate,
+    from_prefix,
+    from_sympy,
+    python_rhs,
+    to_prefix,
+    to_sympy,
 )
 from odeformer.grammar import Grammar, default_grammar
 
