@@ -7,9 +7,11 @@ trainer's streaming iterator (:func:`stream_chunks`) call it.
 
 from __future__ import annotations
 
+import itertools
+import json
 import multiprocessing as mp
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,12 +57,23 @@ def chunk_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index])
 
 
-def generate_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = SKELETONS_PER_CHUNK,
-                   verify: bool = True) -> Chunk:
-    """Accepted systems from ``n_skeletons`` skeleton draws, each instantiated
+@dataclass
+class Draw:
+    """The systems a chunk will integrate: skeletons x instances x initial conditions."""
+
+    skeletons: list[Skeleton]
+    consts: list[np.ndarray]  # per skeleton: (instances, n_free)
+    t_end: np.ndarray  # per system (skeleton-major)
+    x0: np.ndarray  # per trajectory: (n_traj, max_dim), zero-padded
+    traj_sys: np.ndarray  # per trajectory: its system
+    skeleton_draws: int
+    rejections: Counter
+
+
+def draw_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = SKELETONS_PER_CHUNK) -> Draw:
+    """Sample ``n_skeletons`` skeletons (rejecting degenerate and repeated ones), each instantiated
     ``tree.instances_per_skeleton`` times with fresh constants, initial conditions and time spans."""
-    ss = chunk_seed(seed, index)
-    structure_seed, value_seed = ss.generate_state(2)
+    structure_seed, value_seed = chunk_seed(seed, index).generate_state(2)
     sampler = SkeletonSampler(grammar, int(structure_seed))
     rng = np.random.default_rng(int(value_seed))
     k = grammar["tree"]["instances_per_skeleton"]
@@ -77,23 +90,31 @@ def generate_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = S
         else:
             seen.add(s.key)
             skeletons.append(s)
-    if not skeletons:
-        return Chunk([], n_skeletons, rejections)
-
-    programs = [compile_system(s.components) for s in skeletons]
-    consts = [sample_constants(grammar, rng, k, p.n_free) for p in programs]
+    consts = [sample_constants(grammar, rng, k, s.n_constants) for s in skeletons]
     t_end = sample_time_spans(grammar, rng, k * len(skeletons))
-    max_dim = grammar.max_dim
-    x0 = np.zeros((len(skeletons) * k * per, max_dim))
+    x0 = np.zeros((len(skeletons) * k * per, grammar.max_dim))
     for i, s in enumerate(skeletons):
-        ic = sample_initial_conditions(grammar, rng, k, s.dim).reshape(k * per, s.dim)
-        x0[i * k * per:(i + 1) * k * per, :s.dim] = ic
+        x0[i * k * per:(i + 1) * k * per, :s.dim] = sample_initial_conditions(grammar, rng, k, s.dim).reshape(-1, s.dim)
     traj_sys = np.repeat(np.arange(len(skeletons) * k), per)
-    batch = build_batch(programs, consts, t_end)
+    return Draw(skeletons, consts, t_end, x0, traj_sys, n_skeletons, rejections)
+
+
+def generate_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = SKELETONS_PER_CHUNK,
+                   verify: bool = True) -> Chunk:
+    """Draw a chunk (:func:`draw_chunk`), integrate all its trajectories in one batch and keep the
+    systems with at least one trajectory that passed every filter."""
+    draw = draw_chunk(grammar, seed, index, n_skeletons)
+    rejections = draw.rejections
+    if not draw.skeletons:
+        return Chunk([], n_skeletons, rejections)
+    skeletons, consts, t_end, x0 = draw.skeletons, draw.consts, draw.t_end, draw.x0
+    k = grammar["tree"]["instances_per_skeleton"]
+    per = grammar["initial_conditions"]["per_system"]
+    batch = build_batch([compile_system(s.components) for s in skeletons], consts, t_end)
     integ = grammar["integration"]
-    grid = grammar["time"]["grid_points"]
-    sol = solve_batch(batch, x0, traj_sys, grid, integ["rtol"], integ["atol"], integ["max_steps"],
-                      integ["bound"], verify_factor=100.0 if verify else 0.0)
+    sol = solve_batch(batch, x0, draw.traj_sys, grammar["time"]["grid_points"], integ["rtol"], integ["atol"],
+                      integ["max_steps"], integ["bound"],
+                      verify_factor=integ["verify_factor"] if verify else 0.0)
 
     good = sol.status == STATUS_OK
     for code, n in zip(*np.unique(sol.status, return_counts=True)):
@@ -119,31 +140,32 @@ def generate_chunk(grammar: Grammar, seed: int, index: int, n_skeletons: int = S
 
 def _worker(args) -> Chunk:
     grammar_json, source, seed, index, verify = args
-    import json
-
     return generate_chunk(Grammar.from_dict(json.loads(grammar_json), source), seed, index, verify=verify)
 
 
-def stream_chunks(grammar: Grammar, seed: int, workers: int = 1, start: int = 0, stop: int | None = None,
-                  verify: bool = True) -> Iterator[Chunk]:
-    """Chunks ``start, start+1, ...`` (up to ``stop``, or forever) in order, computed by ``workers``
-    processes with a bounded number in flight. The sequence is the same for any number of workers."""
-    import itertools
-    from collections import deque
-
-    indices = itertools.count(start) if stop is None else iter(range(start, stop))
-    jobs = ((grammar.to_json(), grammar.source, seed, i, verify) for i in indices)
+def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
+    """``map(fn, jobs)`` over ``workers`` processes, results in order, a bounded number in flight
+    (``jobs`` may be infinite). ``fn`` must be a module-level function."""
+    jobs = iter(jobs)
     if workers <= 1:
-        yield from map(_worker, jobs)
+        yield from map(fn, jobs)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
     with ctx.Pool(workers) as pool:
         pending: deque = deque()
         for job in itertools.islice(jobs, 2 * workers):
-            pending.append(pool.apply_async(_worker, (job,)))
+            pending.append(pool.apply_async(fn, (job,)))
         while pending:
-            chunk = pending.popleft().get()
+            result = pending.popleft().get()
             nxt = next(jobs, None)
             if nxt is not None:
-                pending.append(pool.apply_async(_worker, (nxt,)))
-            yield chunk
+                pending.append(pool.apply_async(fn, (nxt,)))
+            yield result
+
+
+def stream_chunks(grammar: Grammar, seed: int, workers: int = 1, start: int = 0, stop: int | None = None,
+                  verify: bool = True) -> Iterator[Chunk]:
+    """Chunks ``start, start+1, ...`` (up to ``stop``, or forever) in order, computed by ``workers``
+    processes. The sequence is the same for any number of workers."""
+    indices = itertools.count(start) if stop is None else range(start, stop)
+    return ordered_map(_worker, ((grammar.to_json(), grammar.source, seed, i, verify) for i in indices), workers)

@@ -139,10 +139,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "grid_points": (_number(16, 8192, integer=True), 512),
     },
     "integration": {
-        "rtol": (_number(0, 1, open_lo=True), 1e-7),
-        "atol": (_number(0, 1, open_lo=True), 1e-9),
-        "max_steps": (_number(10, 10**6, integer=True), 2000),
+        "rtol": (_number(0, 1, open_lo=True), 3e-7),
+        "atol": (_number(0, 1, open_lo=True), 3e-9),
+        "max_steps": (_number(10, 10**6, integer=True), 300),
         "bound": (_number(0, 1e12, open_lo=True), 1000.0),
+        "verify_factor": (_number(0, 1e6), 100.0),
     },
     "corruption": {
         "points": (_range(2, integer=True), [30, 300]),

@@ -1,0 +1,186 @@
+"""Checkpoints (DESIGN.md 3.4): safetensors weights in shards of <= 15 MiB, ``config.json``, model card.
+
+``config.json`` holds the architecture, the vocabulary, the full grammar, the input encoding and the
+training provenance (cumulative samples, steps, GPU minutes, hardware, data seeds, git commit) and the
+sha256 of every weight file. :func:`load` checks hashes, file list and shapes, and fails with a
+:class:`CheckpointError` that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from odeformer.grammar import Grammar
+from odeformer.model import ModelConfig, ODEFormer
+from odeformer.tokens import Vocabulary
+
+FORMAT = "odeformer-checkpoint-1"
+SHARD_BYTES = 15 * 2**20
+MAX_TOTAL_BYTES = 30 * 2**20
+ENV = "ODEFORMER_CHECKPOINT"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, or does not match its config."""
+
+
+@dataclass
+class Checkpoint:
+    model: ODEFormer
+    vocab: Vocabulary
+    grammar: Grammar
+    config: dict
+    path: Path | None = None
+
+    @property
+    def provenance(self) -> dict:
+        return self.config.get("provenance", {})
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", self.path.name if self.path else "unnamed")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar, provenance: dict,
+         name: str | None = None, dtype: torch.dtype = torch.float32, extra: dict | None = None) -> Path:
+    """Write a checkpoint directory atomically (a temporary sibling, then a rename)."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in _unwrap(model).state_dict().items()}
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    if total > MAX_TOTAL_BYTES:
+        raise CheckpointError(f"weights take {total / 2**20:.1f} MiB, over the "
+                              f"{MAX_TOTAL_BYTES / 2**20:.0f} MiB budget")
+    shards: list[dict] = [{}]
+    size = 0
+    for k, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if size + nbytes > SHARD_BYTES and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][k] = t
+        size += nbytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    files = ["model.safetensors"] if len(shards) == 1 else [
+        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for fname, shard in zip(files, shards):
+        save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in shard})
+    if len(files) > 1:
+        (tmp / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=1))
+    config = {
+        "format": FORMAT,
+        "name": name or path.name,
+        "architecture": _unwrap(model).config.to_dict(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "vocabulary": list(vocab.tokens),
+        "grammar": grammar.data,
+        "grammar_sha256": grammar.sha256(),
+        "encoding": {"module": "odeformer.encoding", "max_dim": grammar.max_dim, "t_ref": 10.0},
+        "provenance": provenance,
+        "weights": {f: sha256_file(tmp / f) for f in files},
+        **(extra or {}),
+    }
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    card = path / "MODEL_CARD.md"
+    if card.exists():
+        shutil.copy(card, tmp / "MODEL_CARD.md")
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint directory."""
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{path}: no config.json (not a checkpoint directory)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    for key in ("architecture", "vocabulary", "grammar", "weights"):
+        if key not in config:
+            raise CheckpointError(f"{cfg_path}: missing {key!r}")
+    state: dict = {}
+    for fname, digest in config["weights"].items():
+        f = path / fname
+        if not f.is_file():
+            raise CheckpointError(f"{path}: weight file {fname} listed in config.json is missing")
+        actual = sha256_file(f)
+        if actual != digest:
+            raise CheckpointError(f"{f}: sha256 {actual[:12]}... does not match config.json ({digest[:12]}...): "
+                                  "the file is corrupted or belongs to another checkpoint")
+        state.update(load_file(str(f)))
+    try:
+        grammar = Grammar.from_dict(config["grammar"], f"{path}/config.json")
+        arch = ModelConfig(**config["architecture"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: bad architecture or grammar ({e})") from None
+    vocab = Vocabulary(tuple(config["vocabulary"]))
+    if arch.vocab_size != len(vocab):
+        raise CheckpointError(f"{cfg_path}: vocab_size {arch.vocab_size} but {len(vocab)} tokens listed")
+    model = ODEFormer(arch)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the architecture "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, t in state.items():
+        if t.shape != expected[k].shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(t.shape)}, the config says {tuple(expected[k].shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.to(device).eval()
+    return Checkpoint(model, vocab, grammar, config, path)
+
+
+def default_path() -> Path:
+    """The default checkpoint: ``$ODEFORMER_CHECKPOINT``, else the packaged ``checkpoints/default``."""
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env)
+    import checkpoints
+
+    return Path(checkpoints.__file__).resolve().parent / "default"
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
