@@ -32,6 +32,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from odeformer import train
+
+    try:
+        cfg = train.load_config(args.preset, args.set)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for key in ("out", "init", "grammar"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
+    if not cfg["out"]:
+        raise UsageError("--out is required")
+    train.train(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="odeformer", description="Symbolic regression of ODEs from trajectories.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -44,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-size", type=int, default=10_000, help="systems per shard file")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
+    from odeformer.train import build_parser as train_parser
+
+    tr = sub.add_parser("train", help="train or fine-tune a model on generated data")
+    train_parser(tr)
+    tr.set_defaults(func=_cmd_train)
     return p
 
 

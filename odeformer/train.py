@@ -1,0 +1,288 @@
+"""Training: ``odeformer train --preset tiny --out checkpoints/mine [--set key=value ...]``.
+
+One screen of config (:data:`DEFAULTS`), presets in ``odeformer/presets/*.toml``, flags override. The
+loop: stream examples from generator workers, AdamW with a warmup-stable-decay schedule (restarts
+only need a new warmup; the weights saved just before the decay are kept as ``<out>-predecay``),
+gradient clipping, bf16 autocast on CUDA, periodic validation, tqdm progress and a JSON-lines log.
+Multi-GPU with ``torchrun --nproc_per_node N -m odeformer.train ...`` (data parallel). Imports only
+what the GPU machine has: numpy, scipy, sympy, torch, safetensors, tqdm, numba.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from odeformer import checkpoint as ckpt
+from odeformer.encoding import n_features
+from odeformer.grammar import Grammar, default_grammar
+from odeformer.model import ModelConfig, ODEFormer
+from odeformer.samples import VALIDATION_SEED, batches, collate, stream_examples, validation_set
+from odeformer.tokens import Vocabulary
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+DEFAULTS = dict(
+    # model (ignored when --init gives a checkpoint: its architecture wins)
+    d_model=128, n_heads=4, n_enc=3, n_dec=3, d_ff=512, dropout=0.0, max_out_len=192,
+    # data
+    grammar="", seed=1, workers=1, samples_per_system=4, batch_size=32,
+    # optimisation: warmup-stable-decay; the run ends at max_steps or max_time_s, whichever comes first
+    lr=1e-3, min_lr_frac=0.05, weight_decay=0.01, warmup_steps=100, decay_frac=0.2, grad_clip=1.0,
+    max_steps=1000, max_time_s=0.0,
+    # run
+    out="", init="", device="auto", dtype_save="float32", eval_interval=200, eval_systems=100,
+    save_interval_s=120.0, log="", name="", hardware="",
+)
+
+
+def load_config(preset: str | None, overrides: list[str]) -> dict:
+    cfg = dict(DEFAULTS)
+    if preset:
+        path = Path(preset) if preset.endswith(".toml") else PRESETS / f"{preset}.toml"
+        if not path.is_file():
+            raise ValueError(f"unknown preset {preset!r} (known: {', '.join(p.stem for p in PRESETS.glob('*.toml'))})")
+        for k, v in tomllib.loads(path.read_text()).items():
+            _set(cfg, k, v, f"{path.name}")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        _set(cfg, k.strip(), _parse(v.strip(), cfg.get(k.strip())), "--set")
+    return cfg
+
+
+def _parse(text: str, current):
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(current, int):
+        return int(float(text))
+    if isinstance(current, float):
+        return float(text)
+    return text
+
+
+def _set(cfg: dict, key: str, value, where: str) -> None:
+    if key not in DEFAULTS:
+        raise ValueError(f"{where}: unknown config key {key!r}")
+    cfg[key] = value
+
+
+def lr_at(cfg: dict, step: int, progress: float) -> float:
+    """Warmup-stable-decay: linear warmup, flat, then linear decay over the last ``decay_frac``."""
+    if step < cfg["warmup_steps"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
+    start = 1.0 - cfg["decay_frac"]
+    if progress < start:
+        return cfg["lr"]
+    frac = min(1.0, (progress - start) / max(cfg["decay_frac"], 1e-9))
+    return cfg["lr"] * (1.0 - (1.0 - cfg["min_lr_frac"]) * frac)
+
+
+def masked_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy of next-token prediction; also (correct, counted) tokens for accuracy."""
+    tokens = batch["tokens"]
+    logits = model(batch["points"], batch["traj"], batch["mask"], tokens[:, :-1])
+    target = tokens[:, 1:]
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=0)
+    valid = target != 0
+    correct = ((logits.argmax(-1) == target) & valid).sum()
+    return loss, correct, valid.sum()
+
+
+@torch.no_grad()
+def evaluate(model, vocab: Vocabulary, val_examples: list, val_systems: list, device, batch_size: int = 64) -> dict:
+    """Validation loss, token accuracy, and the share of systems whose greedy decoding, integrated from
+    the true initial condition, reaches R^2 > 0.9 on the clean trajectory (no constant refitting)."""
+    from odeformer.decoding import greedy
+    from odeformer.metrics import integrate_candidates, r2_score
+
+    model.eval()
+    losses, correct, count, hits = [], 0, 0, 0
+    for i in range(0, len(val_examples), batch_size):
+        chunk = val_examples[i: i + batch_size]
+        systems = val_systems[i: i + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        loss, c, n = masked_loss(model, batch)
+        losses.append(loss.item() * len(chunk))
+        correct += c.item()
+        count += n.item()
+        dims = torch.tensor([s.skeleton.dim for s in systems])
+        seqs = greedy(model, vocab, batch["points"], batch["traj"], batch["mask"], dims)
+        decoded = []
+        for seq in seqs:
+            try:
+                decoded.append(vocab.decode(seq))
+            except ValueError:
+                decoded.append(None)
+        preds = integrate_candidates(decoded, [(s.t_end, s.x0[0], s.x.shape[1]) for s in systems])
+        hits += sum(p is not None and r2_score(s.x[0], p) > 0.9 for p, s in zip(preds, systems))
+    model.train()
+    n = len(val_examples)
+    return {"val_loss": sum(losses) / n, "val_token_acc": correct / max(count, 1), "val_r2_acc": hits / n}
+
+
+def train(cfg: dict) -> Path:
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = 0, 1
+    if cfg["device"] == "auto":
+        cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if ddp:
+        torch.distributed.init_process_group(backend="nccl" if cfg["device"] == "cuda" else "gloo")
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if cfg["device"] == "cuda":
+            cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(cfg["device"])
+    device = torch.device(cfg["device"])
+    if cfg["seed"] == VALIDATION_SEED:
+        raise ValueError(f"seed {VALIDATION_SEED} is reserved for the validation set")
+    torch.manual_seed(cfg["seed"] * 1000 + rank)
+
+    provenance = {"samples_seen": 0, "steps": 0, "gpu_minutes": 0.0, "cpu_minutes": 0.0, "runs": []}
+    if cfg["init"]:
+        init = ckpt.load(cfg["init"], device)
+        model, vocab, grammar = init.model, init.vocab, init.grammar
+        provenance.update({k: init.provenance.get(k, provenance[k]) for k in provenance})
+        if cfg["grammar"]:
+            grammar = Grammar.from_file(cfg["grammar"])
+    else:
+        grammar = Grammar.from_file(cfg["grammar"]) if cfg["grammar"] else default_grammar()
+        vocab = Vocabulary.for_grammar(grammar)
+        names = {f.name for f in fields(ModelConfig)}
+        arch = {k: cfg[k] for k in names if k in cfg}
+        model = ODEFormer(ModelConfig(n_features=n_features(grammar.max_dim), vocab_size=len(vocab), **arch))
+    model.to(device).train()
+    raw_model = model
+    if ddp:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(raw_model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=cfg["weight_decay"])
+    use_bf16 = device.type == "cuda"
+    max_len = raw_model.config.max_out_len
+
+    out = Path(cfg["out"] or "checkpoints/run")
+    log = open(cfg["log"], "a") if cfg["log"] and rank == 0 else None
+    val = validation_set(grammar, vocab, cfg["eval_systems"], max_len) if rank == 0 and cfg["eval_systems"] else None
+    stream = stream_examples(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
+                             start=rank * 10**7)
+    data = batches(stream, cfg["batch_size"])
+
+    start_steps = provenance["steps"]
+    t0 = time.time()
+    last_save = t0
+    samples = 0
+    predecay_saved = False
+    run = {"seed": cfg["seed"], "device": str(device), "world": world, "hardware": cfg["hardware"] or _hardware(device)}
+
+    def save(path: Path, steps_done: int) -> None:
+        minutes = (time.time() - t0) / 60 * world
+        prov = dict(provenance, samples_seen=provenance["samples_seen"] + samples * world,
+                    steps=start_steps + steps_done,
+                    gpu_minutes=provenance["gpu_minutes"] + (minutes if device.type == "cuda" else 0.0),
+                    cpu_minutes=provenance["cpu_minutes"] + (0.0 if device.type == "cuda" else minutes),
+                    runs=provenance["runs"] + [dict(run, steps=steps_done, samples=samples * world,
+                                                    minutes=round(minutes, 2))],
+                    git_commit=ckpt.git_commit(), validation_seed=VALIDATION_SEED)
+        ckpt.save(path, raw_model, vocab, grammar, prov, name=cfg["name"] or out.name,
+                  dtype=getattr(torch, cfg["dtype_save"]))
+
+    bar = tqdm(total=cfg["max_steps"], desc="train", disable=rank != 0, unit="step")
+    step = 0
+    metrics = {}
+    while step < cfg["max_steps"]:
+        elapsed = time.time() - t0
+        progress = step / cfg["max_steps"]
+        if cfg["max_time_s"] > 0:
+            progress = max(progress, elapsed / cfg["max_time_s"])
+        if progress >= 1.0:
+            break
+        if rank == 0 and not predecay_saved and progress >= 1.0 - cfg["decay_frac"] and step > 0:
+            save(out.with_name(out.name + "-predecay"), step)
+            predecay_saved = True
+        lr = lr_at(cfg, step, progress)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, correct, count = masked_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
+        opt.step()
+        step += 1
+        samples += len(batch["tokens"])
+        bar.update(1)
+        if rank == 0 and (step % 10 == 0 or step == 1):
+            metrics = {"step": start_steps + step, "loss": round(loss.item(), 4), "lr": lr,
+                       "grad_norm": round(float(grad_norm), 3), "token_acc": round(correct.item() / count.item(), 4),
+                       "samples_per_s": round(samples * world / max(time.time() - t0, 1e-9), 1),
+                       "elapsed_s": round(time.time() - t0, 1)}
+            bar.set_postfix(loss=metrics["loss"], acc=metrics["token_acc"], sps=metrics["samples_per_s"])
+            if log:
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+        if rank == 0 and val and cfg["eval_interval"] and step % cfg["eval_interval"] == 0:
+            ev = evaluate(raw_model, vocab, *val, device)
+            if log:
+                log.write(json.dumps({"step": start_steps + step, **ev}) + "\n")
+                log.flush()
+            tqdm.write(f"step {start_steps + step}: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+        if rank == 0 and time.time() - last_save > cfg["save_interval_s"]:
+            save(out, step)
+            last_save = time.time()
+    bar.close()
+    if rank == 0:
+        save(out, step)
+        final = evaluate(raw_model, vocab, *val, device) if val else {}
+        summary = {"final": True, "steps": start_steps + step, "samples_per_s": round(samples * world /
+                   max(time.time() - t0, 1e-9), 1), "minutes": round((time.time() - t0) / 60, 2), **final}
+        if log:
+            log.write(json.dumps(summary) + "\n")
+            log.close()
+        print("training done: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    if ddp:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return out
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{os.cpu_count()}"
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="odeformer train")
+    p.add_argument("--preset", default="tiny", help="tiny, base, test, or a TOML file of config keys")
+    p.add_argument("--out", help="checkpoint directory to write")
+    p.add_argument("--init", help="checkpoint to continue from (weights, vocabulary, provenance)")
+    p.add_argument("--grammar", help="grammar TOML file (default: the init checkpoint's, else the default grammar)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args) -> int:
+    cfg = load_config(args.preset, args.set)
+    for key in ("out", "init", "grammar"):
+        if getattr(args, key, None):
+            cfg[key] = getattr(args, key)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
