@@ -88,6 +88,7 @@ def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar
         size += nbytes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+    tmp.chmod(0o755)
     files = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}

@@ -99,6 +99,24 @@ def masked_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return loss, correct, valid.sum()
 
 
+def train_step(model, opt, batch: dict, grad_clip: float, bf16: bool):
+    """One optimisation step; returns (loss, correct tokens, counted tokens, gradient norm)."""
+    device_type = batch["tokens"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss, correct, count = masked_loss(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, correct, count, grad_norm
+
+
+def build_model(cfg: dict, grammar: Grammar, vocab: Vocabulary) -> ODEFormer:
+    names = {f.name for f in fields(ModelConfig)}
+    arch = {k: cfg[k] for k in names if k in cfg}
+    return ODEFormer(ModelConfig(n_features=n_features(grammar.max_dim), vocab_size=len(vocab), **arch))
+
+
 @torch.no_grad()
 def evaluate(model, vocab: Vocabulary, val_examples: list, val_systems: list, device, batch_size: int = 64) -> dict:
     """Validation loss, token accuracy, and the share of systems whose greedy decoding, integrated from
@@ -157,9 +175,7 @@ def train(cfg: dict) -> Path:
     else:
         grammar = Grammar.from_file(cfg["grammar"]) if cfg["grammar"] else default_grammar()
         vocab = Vocabulary.for_grammar(grammar)
-        names = {f.name for f in fields(ModelConfig)}
-        arch = {k: cfg[k] for k in names if k in cfg}
-        model = ODEFormer(ModelConfig(n_features=n_features(grammar.max_dim), vocab_size=len(vocab), **arch))
+        model = build_model(cfg, grammar, vocab)
     model.to(device).train()
     raw_model = model
     if ddp:
@@ -211,12 +227,7 @@ def train(cfg: dict) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, correct, count = masked_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
-        opt.step()
+        loss, correct, count, grad_norm = train_step(model, opt, batch, cfg["grad_clip"], use_bf16)
         step += 1
         samples += len(batch["tokens"])
         bar.update(1)

@@ -1,0 +1,86 @@
+"""Trainer throughput: samples/s with the generator feeding it vs the model alone on the same shapes.
+
+    python bench/train_throughput.py --preset tiny --seconds 20 --workers 1     # CPU here
+    python bench/train_throughput.py --preset base --seconds 25 --workers 15    # the GPU machine
+
+"Model alone" repeats real batches already in memory (same shapes, no data work); "with generator"
+is the training loop fed live by ``--workers`` generator processes. Their ratio says whether data is
+the bottleneck (target on the GPU: >= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from odeformer.grammar import default_grammar  # noqa: E402
+from odeformer.samples import batches, stream_examples  # noqa: E402
+from odeformer.tokens import Vocabulary  # noqa: E402
+from odeformer.train import build_model, load_config, train_step  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seconds", type=float, default=20.0, help="per measurement")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
+    args = p.parse_args()
+    cfg = load_config(args.preset, [])
+    if args.batch_size:
+        cfg["batch_size"] = args.batch_size
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = device.type == "cuda"
+    grammar = default_grammar()
+    vocab = Vocabulary.for_grammar(grammar)
+    model = build_model(cfg, grammar, vocab).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    data = batches(stream_examples(grammar, vocab, 12345, args.workers, cfg["samples_per_system"],
+                                   model.config.max_out_len), cfg["batch_size"])
+
+    def run(next_batch, seconds: float) -> float:
+        for _ in range(3):  # warm-up
+            train_step(model, opt, next_batch(), 1.0, bf16)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            b = next_batch()
+            loss = train_step(model, opt, b, 1.0, bf16)[0]
+            n += len(b["tokens"])
+        loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return n / (time.perf_counter() - start)
+
+    def live():
+        return {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+
+    with_gen = run(live, args.seconds)
+    cached = [live() for _ in range(8)]
+    counter = iter(range(10**12))
+
+    def replay():
+        return cached[next(counter) % len(cached)]
+
+    alone = run(replay, args.seconds)
+    result = {"preset": args.preset, "device": torch.cuda.get_device_name() if bf16 else "cpu",
+              "workers": args.workers, "batch_size": cfg["batch_size"], "params": model.n_params(),
+              "model_alone_samples_per_s": round(alone, 1), "with_generator_samples_per_s": round(with_gen, 1),
+              "ratio": round(with_gen / alone, 3)}
+    print(json.dumps(result))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

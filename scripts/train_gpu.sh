@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Pretraining on the lent GPU machine (DESIGN.md 4), run from the repository root:
+#   OUT=/path/to/out bash scripts/train_gpu.sh
+# One call: a ~30 s smoke phase on the same code path, a short throughput probe, then a timed run of
+# the base preset fed by generator processes on the machine's CPU cores. Weights are written to
+# $OUT/base every ~2 minutes (a cut-off run still returns something) and, just before the learning
+# rate decays, to $OUT/base-predecay (the weights to continue from next time). It continues from
+# checkpoints/default when that exists, with a fresh data seed. Uses only what that machine has
+# (numpy, scipy, sympy, torch, safetensors, tqdm, numba) with PYTHONPATH=.
+set -euo pipefail
+OUT=${OUT:?set OUT to the output folder}
+TRAIN_S=${TRAIN_S:-330}
+WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
+SEED=${SEED:-$(( $(date +%s) % 1000000 ))}
+PRESET=${PRESET:-base}
+INIT=${INIT:-checkpoints/default}
+export PYTHONPATH=.
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+(nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" 2>/dev/null &) || true
+
+echo "== smoke phase"
+timeout 120 python -m odeformer.train --preset test --out /tmp/odeformer-smoke --set max_steps=30 \
+    --set workers=2 --set eval_interval=30 --set eval_systems=4 --set save_interval_s=1e9
+
+echo "== throughput probe"
+timeout 150 python bench/train_throughput.py --preset "$PRESET" --seconds 20 --workers "$WORKERS" \
+    --out "$OUT/throughput.json" || echo "throughput probe failed"
+
+echo "== training $PRESET for ${TRAIN_S}s, seed $SEED, $WORKERS generator workers"
+INIT_ARGS=()
+[ -f "$INIT/config.json" ] && INIT_ARGS=(--init "$INIT")
+timeout $(( TRAIN_S + 150 )) python -m odeformer.train --preset "$PRESET" --out "$OUT/base" "${INIT_ARGS[@]}" \
+    --set seed="$SEED" --set workers="$WORKERS" --set max_steps=10000000 --set max_time_s="$TRAIN_S" \
+    --set save_interval_s=120 --set dtype_save=bfloat16 --set eval_interval=1500 --set eval_systems=100 \
+    --set log="$OUT/metrics.jsonl" 2>&1 | tr '\r' '\n' | grep -v '^train: ' | tail -40
+ls -la "$OUT" "$OUT"/base*
