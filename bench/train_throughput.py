@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from odeformer.grammar import default_grammar  # noqa: E402
-from odeformer.samples import batches, stream_examples  # noqa: E402
+from odeformer.samples import stream_batches  # noqa: E402
 from odeformer.tokens import Vocabulary  # noqa: E402
 from odeformer.train import build_model, load_config, train_step  # noqa: E402
 
@@ -44,11 +44,12 @@ def main() -> None:
     vocab = Vocabulary.for_grammar(grammar)
     model = build_model(cfg, grammar, vocab).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = batches(stream_examples(grammar, vocab, 12345, args.workers, cfg["samples_per_system"],
-                                   model.config.max_out_len), cfg["batch_size"])
+    data = stream_batches(grammar, vocab, 12345, args.workers, cfg["samples_per_system"], model.config.max_out_len,
+                          cfg["batch_size"])
 
     def run(next_batch, seconds: float) -> float:
-        for _ in range(3):  # warm-up
+        warm = time.perf_counter()
+        while time.perf_counter() - warm < min(5.0, seconds / 4):  # workers started, kernels chosen
             train_step(model, opt, next_batch(), 1.0, bf16)
         if device.type == "cuda":
             torch.cuda.synchronize()

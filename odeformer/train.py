@@ -26,7 +26,7 @@ from odeformer import checkpoint as ckpt
 from odeformer.encoding import n_features
 from odeformer.grammar import Grammar, default_grammar
 from odeformer.model import ModelConfig, ODEFormer
-from odeformer.samples import VALIDATION_SEED, batches, collate, stream_examples, validation_set
+from odeformer.samples import VALIDATION_SEED, collate, stream_batches, validation_set
 from odeformer.tokens import Vocabulary
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -100,14 +100,16 @@ def masked_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def train_step(model, opt, batch: dict, grad_clip: float, bf16: bool):
-    """One optimisation step; returns (loss, correct tokens, counted tokens, gradient norm)."""
+    """One optimisation step; returns (loss, correct tokens, counted tokens, gradient norm). A step whose
+    loss or gradient is not finite is skipped, so one bad batch cannot poison the weights."""
     device_type = batch["tokens"].device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
         loss, correct, count = masked_loss(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
+    if torch.isfinite(grad_norm):  # a NaN loss gives a NaN norm too
+        opt.step()
     return loss, correct, count, grad_norm
 
 
@@ -187,9 +189,8 @@ def train(cfg: dict) -> Path:
     out = Path(cfg["out"] or "checkpoints/run")
     log = open(cfg["log"], "a") if cfg["log"] and rank == 0 else None
     val = validation_set(grammar, vocab, cfg["eval_systems"], max_len) if rank == 0 and cfg["eval_systems"] else None
-    stream = stream_examples(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
-                             start=rank * 10**7)
-    data = batches(stream, cfg["batch_size"])
+    data = stream_batches(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
+                          cfg["batch_size"], start=rank, step=world)
 
     start_steps = provenance["steps"]
     t0 = time.time()
@@ -212,7 +213,7 @@ def train(cfg: dict) -> Path:
 
     bar = tqdm(total=cfg["max_steps"], desc="train", disable=rank != 0, unit="step")
     step = 0
-    metrics = {}
+    skipped = torch.zeros((), dtype=torch.long, device=device)
     while step < cfg["max_steps"]:
         elapsed = time.time() - t0
         progress = step / cfg["max_steps"]
@@ -228,6 +229,7 @@ def train(cfg: dict) -> Path:
             group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
         loss, correct, count, grad_norm = train_step(model, opt, batch, cfg["grad_clip"], use_bf16)
+        skipped += ~torch.isfinite(grad_norm)
         step += 1
         samples += len(batch["tokens"])
         bar.update(1)
@@ -235,7 +237,7 @@ def train(cfg: dict) -> Path:
             metrics = {"step": start_steps + step, "loss": round(loss.item(), 4), "lr": lr,
                        "grad_norm": round(float(grad_norm), 3), "token_acc": round(correct.item() / count.item(), 4),
                        "samples_per_s": round(samples * world / max(time.time() - t0, 1e-9), 1),
-                       "elapsed_s": round(time.time() - t0, 1)}
+                       "elapsed_s": round(time.time() - t0, 1), "skipped_steps": int(skipped)}
             bar.set_postfix(loss=metrics["loss"], acc=metrics["token_acc"], sps=metrics["samples_per_s"])
             if log:
                 log.write(json.dumps(metrics) + "\n")

@@ -14,18 +14,23 @@ WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 SEED=${SEED:-$(( $(date +%s) % 1000000 ))}
 PRESET=${PRESET:-base}
 INIT=${INIT:-checkpoints/default}
+SMOKE=${SMOKE:-1}
+PROBE_S=${PROBE_S:-20}
 export PYTHONPATH=.
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" 2>/dev/null &) || true
 
-echo "== smoke phase"
-timeout 120 python -m odeformer.train --preset test --out /tmp/odeformer-smoke --set max_steps=30 \
-    --set workers=2 --set eval_interval=30 --set eval_systems=4 --set save_interval_s=1e9
-
-echo "== throughput probe"
-timeout 150 python bench/train_throughput.py --preset "$PRESET" --seconds 20 --workers "$WORKERS" \
-    --out "$OUT/throughput.json" || echo "throughput probe failed"
+if [ "$SMOKE" = 1 ]; then
+  echo "== smoke phase"
+  timeout 120 python -m odeformer.train --preset test --out /tmp/odeformer-smoke --set max_steps=30 \
+      --set workers=2 --set eval_interval=30 --set eval_systems=4 --set save_interval_s=1e9
+fi
+if [ "$PROBE_S" != 0 ]; then
+  echo "== throughput probe"
+  timeout 150 python bench/train_throughput.py --preset "$PRESET" --seconds "$PROBE_S" --workers "$WORKERS" \
+      --out "$OUT/throughput.json" || echo "throughput probe failed"
+fi
 
 echo "== training $PRESET for ${TRAIN_S}s, seed $SEED, $WORKERS generator workers"
 INIT_ARGS=()
