@@ -166,7 +166,9 @@ sys.meta_path.insert(0, Block())
 def test_training_path_imports_without_web_packages():
     modules = ["odeformer.grammar", "odeformer.expressions", "odeformer.cli", "data_gen.sampler",
                "data_gen.simplify", "data_gen.integrate", "data_gen.program", "data_gen.pipeline",
-               "data_gen.corrupt", "data_gen.shards", "data_gen.generate"]
+               "data_gen.corrupt", "data_gen.shards", "data_gen.generate", "odeformer.tokens", "odeformer.encoding",
+               "odeformer.model", "odeformer.samples", "odeformer.checkpoint", "odeformer.decoding",
+               "odeformer.metrics", "odeformer.train"]
     code = BLOCKER + "\n".join(f"import {m}" for m in modules) + "\nprint('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
