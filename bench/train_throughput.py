@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,14 @@ from odeformer.grammar import default_grammar  # noqa: E402
 from odeformer.samples import stream_batches  # noqa: E402
 from odeformer.tokens import Vocabulary  # noqa: E402
 from odeformer.train import build_model, load_config, train_step  # noqa: E402
+
+
+def _cpu_max() -> str:
+    """The container's CPU quota, if any: a GPU machine with 16 visible cores may be allowed fewer."""
+    try:
+        return Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
@@ -66,6 +75,14 @@ def main() -> None:
     def live():
         return {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
 
+    def generator_alone(seconds: float) -> float:
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            n += len(next(data)["tokens"])
+        return n / (time.perf_counter() - start)
+
+    gen_only = generator_alone(min(5.0, args.seconds / 4))  # also waits for the workers to start
+    gen_only = generator_alone(args.seconds / 2)
     with_gen = run(live, args.seconds)
     cached = [live() for _ in range(8)]
     counter = iter(range(10**12))
@@ -77,6 +94,8 @@ def main() -> None:
     result = {"preset": args.preset, "device": torch.cuda.get_device_name() if bf16 else "cpu",
               "workers": args.workers, "batch_size": cfg["batch_size"], "params": model.n_params(),
               "model_alone_samples_per_s": round(alone, 1), "with_generator_samples_per_s": round(with_gen, 1),
+              "generator_alone_samples_per_s": round(gen_only, 1), "cpu_count": os.cpu_count(),
+              "cpu_affinity": len(os.sched_getaffinity(0)), "cgroup_cpu_max": _cpu_max(),
               "ratio": round(with_gen / alone, 3)}
     print(json.dumps(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

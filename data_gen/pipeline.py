@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing as mp
+import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,8 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, inline_single: bool 
         yield from map(fn, jobs)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # read by the workers at start-up: one thread each, no oversubscription
     with ctx.Pool(workers) as pool:
         pending: deque = deque()
         for job in itertools.islice(jobs, 2 * workers):

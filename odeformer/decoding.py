@@ -28,12 +28,19 @@ class GrammarMask:
         self.done = torch.zeros(n, dtype=torch.bool)
         self.allowed = allowed
 
-    def mask(self) -> torch.Tensor:
-        """(n, vocab) True where a token may come next."""
+    def mask(self, remaining: int | None = None) -> torch.Tensor:
+        """(n, vocab) True where a token may come next. With ``remaining`` (tokens left, this one
+        included), operators and two-token constants are refused once they could not be completed."""
         k = self.kinds[None, :]
         need = self.need[:, None]
         expr_tok = (k >= 0) | (k == -1)
         m = expr_tok & (need > 0) & ~self.after_mantissa[:, None]
+        if remaining is not None:
+            # fewest tokens to finish: a one-token leaf per open slot, a leaf and a separator per
+            # component still to come, and <eos>
+            finish = self.need + 2 * (self.dims - 1 - self.comp) + 1 + self.after_mantissa.long()
+            cost = torch.where(k == -1, 1, torch.where(k >= 0, k, 0))  # extra tokens a choice commits to
+            m &= (finish[:, None] + cost <= remaining) | ~expr_tok
         if self.allowed is not None:
             m &= self.allowed[None, :] | (k == -1)
         m |= (k == -2) & self.after_mantissa[:, None]
@@ -44,6 +51,11 @@ class GrammarMask:
         m[self.done] = False
         m[self.done, self.eos] = True
         return m
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Keep the states of rows ``idx`` (beam search reorders its beams every step)."""
+        for name in ("dims", "need", "comp", "after_mantissa", "done"):
+            setattr(self, name, getattr(self, name)[idx])
 
     def update(self, tok: torch.Tensor) -> None:
         k = self.kinds[tok]
@@ -69,12 +81,61 @@ def greedy(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torc
     n = len(points)
     seq = torch.full((n, 1), vocab.bos_id, dtype=torch.long, device=points.device)
     gm = GrammarMask(vocab, dims.cpu())
-    for _ in range(max_len - 1):
+    while seq.shape[1] < max_len:
         logits = model.decode(seq, mem, mask)[:, -1].float().cpu()
-        logits[~gm.mask()] = -torch.inf
+        logits[~gm.mask(max_len - seq.shape[1])] = -torch.inf
         tok = logits.argmax(-1)
         gm.update(tok)
         seq = torch.cat([seq, tok[:, None].to(seq.device)], dim=1)
         if gm.done.all():
             break
     return [s.tolist() for s in seq.cpu()]
+
+
+@torch.no_grad()
+def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torch.Tensor, mask: torch.Tensor,
+                dims: torch.Tensor, beam_size: int, max_len: int | None = None, allowed: torch.Tensor | None = None,
+                length_penalty: float = 1.0) -> list[list[tuple[float, list[int]]]]:
+    """Per input, up to ``beam_size`` finished sequences as (score, ids), best first. The score is the
+    log-probability divided by length**length_penalty. All inputs and beams run as one batch."""
+    model.eval()
+    max_len = max_len or model.config.max_out_len
+    n, k = len(points), beam_size
+    mem = model.encode(points, traj, mask).repeat_interleave(k, dim=0)
+    mem_mask = mask.repeat_interleave(k, dim=0)
+    seq = torch.full((n * k, 1), vocab.bos_id, dtype=torch.long, device=points.device)
+    score = torch.full((n, k), -torch.inf)
+    score[:, 0] = 0.0  # all beams start equal: expand only the first
+    score = score.reshape(-1)
+    gm = GrammarMask(vocab, dims.cpu().repeat_interleave(k), allowed)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    v = len(vocab)
+    for step in range(max_len - 1):
+        logp = torch.log_softmax(model.decode(seq, mem, mem_mask)[:, -1].float(), dim=-1).cpu()
+        allowed_now = gm.mask(max_len - seq.shape[1])
+        logp[~allowed_now] = -torch.inf
+        done = gm.done
+        logp[done] = -torch.inf
+        cand = (score[:, None] + logp).reshape(n, k * v)
+        top, flat = cand.topk(k, dim=1)
+        parent = (flat // v) + torch.arange(n)[:, None] * k
+        tok = flat % v
+        parent, tok, top = parent.reshape(-1), tok.reshape(-1), top.reshape(-1)
+        gm.select(parent)
+        gm.update(tok)
+        seq = torch.cat([seq[parent.to(seq.device)], tok[:, None].to(seq.device)], dim=1)
+        score = top.clone()
+        ended = (tok == vocab.eos_id) & torch.isfinite(top)
+        for row in torch.nonzero(ended).flatten().tolist():
+            finished[row // k].append((top[row].item() / (step + 2) ** length_penalty, seq[row].tolist()))
+        score[ended] = -torch.inf  # a finished beam leaves the search
+        gm.done |= ended
+        if not torch.isfinite(score).any():
+            break
+        # stop when no live beam can beat the worst kept result of its input
+        if all(len(f) >= k for f in finished):
+            best_live = score.reshape(n, k).max(dim=1).values / (step + 2) ** length_penalty
+            worst = torch.tensor([sorted(f, reverse=True)[k - 1][0] for f in finished])
+            if bool((best_live <= worst).all()):
+                break
+    return [sorted(f, key=lambda r: -r[0])[:k] for f in finished]

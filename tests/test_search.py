@@ -1,0 +1,69 @@
+"""Beam search and constant refitting (the pieces the shipped-model check and inference build on)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from odeformer import checkpoint as ckpt
+from odeformer.decoding import beam_search
+from odeformer.encoding import encode_points
+from odeformer.expressions import operators
+from odeformer.fitting import estimate_derivatives, refit, trajectory_r2
+from odeformer.samples import Example, collate
+
+TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"
+
+
+def _batch(c, trajectories):
+    pts, tr = encode_points(trajectories, c.grammar.max_dim)
+    return collate([Example(pts, tr, np.array([1, 2]))])
+
+
+def test_beam_search_returns_valid_ranked_systems_of_the_right_dimension():
+    c = ckpt.load(TEST_CKPT)
+    t = np.linspace(0, 10, 60)
+    x = np.stack([np.cos(t), -np.sin(t)], axis=1)
+    b = _batch(c, [(t, x)])
+    results = beam_search(c.model, c.vocab, b["points"], b["traj"], b["mask"], torch.tensor([2]), beam_size=6,
+                          max_len=60)[0]
+    assert 0 < len(results) <= 6
+    scores = [s for s, _ in results]
+    assert scores == sorted(scores, reverse=True)
+    for _, seq in results:
+        comps, consts = c.vocab.decode(seq)
+        assert len(comps) == 2
+
+
+def test_allowed_operators_mask_the_vocabulary():
+    c = ckpt.load(TEST_CKPT)
+    t = np.linspace(0, 10, 40)
+    b = _batch(c, [(t, np.exp(-0.3 * t)[:, None])])
+    allowed_ops = {"add", "mul"}
+    allowed = torch.tensor([tok not in c.grammar.output_operators or tok in allowed_ops for tok in c.vocab.tokens])
+    results = beam_search(c.model, c.vocab, b["points"], b["traj"], b["mask"], torch.tensor([1]), beam_size=8,
+                          max_len=40, allowed=allowed)[0]
+    assert results
+    for _, seq in results:
+        comps, _ = c.vocab.decode(seq)
+        assert operators(comps[0]) <= allowed_ops
+
+
+def test_refitting_recovers_perturbed_constants():
+    t = np.linspace(0, 10, 80)
+    x = (5 / (1 + (5 / 0.2 - 1) * np.exp(-0.9 * t)))[:, None]
+    logistic = (("mul", "C", ("mul", "x_0", ("sub", "C", "x_0"))),)  # r/K * x * (K - x)
+    true = np.array([0.18, 5.0])
+    start = true * np.array([1.4, 0.7])
+    before = trajectory_r2(logistic, start, [(t, x)])
+    fit = refit(logistic, start, [(t, x)])
+    assert fit.r2 > 0.9999 > before
+    np.testing.assert_allclose(fit.constants, true, rtol=1e-3)
+
+
+def test_derivative_estimate_on_irregular_samples():
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 6, 120))
+    x = np.sin(t)[:, None]
+    dx = estimate_derivatives(t, x)
+    assert np.abs(dx[5:-5, 0] - np.cos(t[5:-5])).max() < 0.05
