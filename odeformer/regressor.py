@@ -1,0 +1,335 @@
+"""The user API: ``ODERegressor().fit(t, x)`` -> ranked equations, sklearn-style.
+
+    from odeformer import ODERegressor
+    model = ODERegressor()                      # the default checkpoint
+    model.fit(t, x, variables=["S", "I"])       # one trajectory, or lists of trajectories
+    model.equations_[0].rhs                     # {"S": "...", "I": "..."}
+    model.predict(t_new, x0)                    # simulate the best candidate
+
+Pipeline: validate and sort the data (DESIGN.md 3.1) -> normalise into the training frame -> beam
+search -> de-duplicate skeletons -> refit constants (derivatives, then trajectories) on most points ->
+rank on the held-out points with a complexity penalty -> map back to the user's units.
+"""
+
+from __future__ import annotations
+
+import keyword
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+import torch
+
+from odeformer import checkpoint as ckpt
+from odeformer.decoding import beam_search
+from odeformer.encoding import Normalization, encode_points
+from odeformer.expressions import to_sympy, var_name
+from odeformer.fitting import refit, simulate
+from odeformer.metrics import r2_score
+from odeformer.samples import Example, collate
+
+MIN_POINTS = 5
+MAX_POINTS_PER_GROUP = 200
+COMPLEXITY_PENALTY = 2e-4
+#: names SymPy's parser would read as functions or constants; S, I, E, N, Q, beta, gamma are fine as
+#: variables because our output never uses them as functions (DESIGN.md 3.1)
+_FINE = {"S", "I", "E", "N", "Q", "C", "O", "beta", "gamma"}
+_RESERVED = {name for name in dir(sp) if isinstance(getattr(sp, name), sp.FunctionClass)} | {
+    "sqrt", "cbrt", "root", "pi", "oo", "zoo", "nan", "abs", "ln"}
+
+
+class InputError(ValueError):
+    """The data or the options cannot be fitted; the message names the problem."""
+
+
+@dataclass
+class Candidate:
+    rhs: dict[str, str]
+    expressions: list[sp.Expr] = field(repr=False)
+    r2: float
+    complexity: int
+    score: float
+    pareto: bool = False
+
+    def to_dict(self) -> dict:
+        return {"rhs": self.rhs, "r2": self.r2, "complexity": self.complexity, "score": self.score,
+                "pareto": self.pareto}
+
+
+def check_variable_names(names: Sequence[str]) -> None:
+    seen = set()
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InputError(f"variable name {name!r} is not a Python identifier")
+        if keyword.iskeyword(name):
+            raise InputError(f"variable name {name!r} is a Python keyword")
+        if name == "t":
+            raise InputError("variable name 't' is reserved for time")
+        if name in _RESERVED and name not in _FINE:
+            raise InputError(f"variable name {name!r} is a SymPy function or constant name")
+        if name in seen:
+            raise InputError(f"variable name {name!r} appears twice")
+        seen.add(name)
+
+
+def prepare(t, x, max_dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One trajectory (arrays) or several (lists of arrays) -> sorted float arrays, checked."""
+    if isinstance(t, (list, tuple)) and len(t) and np.ndim(t[0]) == 1:
+        if not isinstance(x, (list, tuple)) or len(x) != len(t):
+            raise InputError("t is a list of trajectories: x must be a list of the same length")
+        pairs = list(zip(t, x))
+    else:
+        pairs = [(t, x)]
+    out = []
+    dims = set()
+    for k, (ti, xi) in enumerate(pairs):
+        where = f"trajectory {k}: " if len(pairs) > 1 else ""
+        try:
+            ti = np.asarray(ti, dtype=np.float64)
+            xi = np.asarray(xi, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}t and x must be numeric") from None
+        if ti.ndim != 1:
+            raise InputError(f"{where}t must be one-dimensional, got shape {ti.shape}")
+        if xi.ndim == 1:
+            xi = xi[:, None]
+        if xi.ndim != 2 or xi.shape[0] != len(ti):
+            raise InputError(f"{where}x must have shape (len(t), n_variables), got {xi.shape} for {len(ti)} times")
+        if len(ti) < MIN_POINTS:
+            raise InputError(f"{where}{len(ti)} points; at least {MIN_POINTS} are needed")
+        bad = ~np.isfinite(ti)
+        if bad.any():
+            raise InputError(f"{where}t[{int(np.argmax(bad))}] is not finite")
+        bad_x = ~np.isfinite(xi)
+        if bad_x.any():
+            r, c = np.argwhere(bad_x)[0]
+            raise InputError(f"{where}x[{r}, {c}] is not finite")
+        order = np.argsort(ti, kind="stable")
+        ti, xi = ti[order], xi[order]
+        dup = np.flatnonzero(np.diff(ti) == 0)
+        if len(dup):
+            raise InputError(f"{where}duplicate time t={ti[dup[0]]}")
+        dims.add(xi.shape[1])
+        out.append((ti, xi))
+    if len(dims) != 1:
+        raise InputError(f"trajectories have different numbers of variables: {sorted(dims)}")
+    d = dims.pop()
+    if d > max_dim:
+        raise InputError(f"{d} variables; the model supports at most {max_dim}")
+    return out
+
+
+class ODERegressor:
+    """Symbolic regression of dx/dt = f(x, t) from trajectories. See the module docstring."""
+
+    def __init__(self, checkpoint: str | Path | None = None, beam_size: int = 16, top_k: int = 5,
+                 time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
+                 device: str = "cpu"):
+        self.checkpoint = checkpoint
+        self.beam_size = beam_size
+        self.top_k = top_k
+        self.time_budget_s = time_budget_s
+        self.allowed_operators = allowed_operators
+        self.device = device
+        self._ckpt: ckpt.Checkpoint | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> ODERegressor:
+        return cls(checkpoint=path, **kwargs)
+
+    @property
+    def model_(self) -> ckpt.Checkpoint:
+        if self._ckpt is None:
+            self._ckpt = ckpt.load(self.checkpoint or ckpt.default_path(), self.device)
+        return self._ckpt
+
+    def _allowed_mask(self) -> torch.Tensor | None:
+        if self.allowed_operators is None:
+            return None
+        c = self.model_
+        known = c.grammar.output_operators
+        unknown = set(self.allowed_operators) - known
+        if unknown:
+            raise InputError(f"allowed_operators: unknown {sorted(unknown)} (this model knows {sorted(known)})")
+        allowed = set(self.allowed_operators)
+        return torch.tensor([tok not in known or tok in allowed for tok in c.vocab.tokens])
+
+    def fit(self, t, x, variables: Sequence[str] | None = None) -> ODERegressor:
+        """Fit one trajectory (``t`` (n,), ``x`` (n,) or (n, d)) or several (lists of those)."""
+        start = time.monotonic()
+        deadline = start + self.time_budget_s
+        c = self.model_
+        data = prepare(t, x, c.grammar.max_dim)
+        d = data[0][1].shape[1]
+        names = list(variables) if variables is not None else [var_name(i) for i in range(d)]
+        if len(names) != d:
+            raise InputError(f"{len(names)} variable names for {d} variables")
+        check_variable_names(names)
+        allowed = self._allowed_mask()
+        norm = Normalization.fit(data)
+        ndata = [norm.apply(ti, xi) for ti, xi in data]
+
+        # hold out every 5th point of each trajectory for ranking (the first stays: it is the start)
+        fit_data, held = [], []
+        for ti, xi in ndata:
+            keep = np.ones(len(ti), dtype=bool)
+            keep[np.arange(len(ti)) % 5 == 4] = False
+            fit_data.append((ti[keep], xi[keep]))
+            held.append(~keep)
+
+        examples = []
+        for ti, xi in ndata:  # long trajectories become several groups; their proposals are pooled
+            n_groups = max(1, int(np.ceil(len(ti) / MAX_POINTS_PER_GROUP)))
+            for g in range(n_groups):
+                examples.append(Example(*encode_points([(ti[g::n_groups], xi[g::n_groups])], c.grammar.max_dim),
+                                        np.array([1, 2])))
+        if len(ndata) > 1:  # and all trajectories together, as the model was trained to read them
+            sub = [(ti[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)],
+                    xi[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)]) for ti, xi in ndata]
+            examples.append(Example(*encode_points(sub, c.grammar.max_dim), np.array([1, 2])))
+        batch = {k: v.to(self.device) for k, v in collate(examples).items()}
+        with torch.inference_mode():
+            beams = beam_search(c.model, c.vocab, batch["points"], batch["traj"], batch["mask"],
+                                torch.full((len(examples),), d), self.beam_size, allowed=allowed)
+        proposals, seen = [], set()
+        for _, seq in sorted((r for group in beams for r in group), key=lambda r: -r[0]):
+            try:
+                comps, consts = c.vocab.decode(seq)
+            except ValueError:
+                continue
+            key = tuple(str(to_sympy(cp)) for cp in comps)
+            if key not in seen:
+                seen.add(key)
+                proposals.append((comps, consts))
+
+        candidates = []
+        for comps, consts in proposals:
+            if time.monotonic() > deadline and candidates:
+                break
+            fit = refit(comps, consts, fit_data, deadline=deadline)
+            if not np.isfinite(fit.r2):
+                continue
+            candidates.append(self._finish(fit, ndata, held, data, norm, names, deadline))
+        candidates = [cand for cand in candidates if cand is not None]
+        candidates.sort(key=lambda cand: -cand.score)
+        candidates = _distinct(candidates)
+        _mark_pareto(candidates)
+        self.equations_ = candidates[: self.top_k]
+        self.variables_ = names
+        self.normalization_ = norm
+        self.elapsed_s_ = time.monotonic() - start
+        self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
+        return self
+
+    def _finish(self, fit, ndata, held, data, norm, names, deadline) -> Candidate | None:
+        preds = [simulate(fit.components, fit.constants, ti, xi[0], deadline) for ti, xi in ndata]
+        if any(p is None for p in preds):
+            return None
+        held_obs = np.concatenate([xi[h] for (_, xi), h in zip(ndata, held)])
+        held_pred = np.concatenate([p[h] for p, h in zip(preds, held)])
+        r2_held = r2_score(held_obs, held_pred) if len(held_obs) else fit.r2
+        user_pred = np.concatenate([p * norm.x_scale for p in preds])
+        r2_all = r2_score(np.concatenate([xi for _, xi in data]), user_pred)
+        if not np.isfinite(r2_all):
+            return None
+        x_syms = [sp.Symbol(var_name(i)) for i in range(len(names))]
+        t_sym = sp.Symbol("t")
+        exprs = [to_sympy(comp, _consts_of(fit.components, fit.constants, i)) for i, comp in enumerate(fit.components)]
+        user = norm.invert(exprs, x_syms, t_sym)
+        rename = {xs: sp.Symbol(n) for xs, n in zip(x_syms, names)}
+        user = [sp.expand(e.xreplace(rename)) if _small(e) else e.xreplace(rename) for e in user]
+        user = [_floats(e) for e in user]
+        complexity = sum(_count_nodes(e) for e in user)
+        score = max(r2_held, -1.0) - COMPLEXITY_PENALTY * complexity
+        rhs = {n: sp.sstr(e, full_prec=False) for n, e in zip(names, user)}
+        return Candidate(rhs, user, float(r2_all), complexity, float(score))
+
+    # --- results
+    def _candidate(self, k: int) -> Candidate:
+        if not getattr(self, "equations_", None):
+            raise RuntimeError("no fitted candidates: call fit() first")
+        return self.equations_[k]
+
+    def predict(self, t, x0, k: int = 0) -> np.ndarray:
+        """Simulate candidate ``k`` (best first) from ``x0`` at times ``t``; shape (len(t), n_variables)."""
+        cand = self._candidate(k)
+        syms = [sp.Symbol(n) for n in self.variables_]
+        f = sp.lambdify((sp.Symbol("t"), syms), cand.expressions, "numpy")
+        from scipy.integrate import solve_ivp
+
+        t = np.asarray(t, dtype=np.float64)
+        sol = solve_ivp(lambda tt, y: np.asarray(f(tt, y), dtype=float).ravel(), (t[0], t[-1]),
+                        np.atleast_1d(np.asarray(x0, dtype=np.float64)), t_eval=t, method="LSODA",
+                        rtol=1e-6, atol=1e-9)
+        if sol.status != 0:
+            raise RuntimeError(f"simulation failed: {sol.message}")
+        return sol.y.T
+
+    def sympy(self, k: int = 0) -> list[sp.Expr]:
+        return list(self._candidate(k).expressions)
+
+    def latex(self, k: int = 0) -> str:
+        cand = self._candidate(k)
+        return r" \\ ".join(rf"\dot{{{sp.latex(sp.Symbol(n))}}} = {sp.latex(e)}"
+                            for n, e in zip(self.variables_, cand.expressions))
+
+    def __str__(self) -> str:
+        if not getattr(self, "equations_", None):
+            return "ODERegressor (not fitted)"
+        lines = []
+        for i, cand in enumerate(self.equations_):
+            lines.append(f"#{i + 1}  r2={cand.r2:.4f}  complexity={cand.complexity}{'  pareto' if cand.pareto else ''}")
+            lines += [f"    d{n}/dt = {r}" for n, r in cand.rhs.items()]
+        return "\n".join(lines)
+
+    def print(self) -> None:
+        print(self)
+
+
+def _consts_of(components, consts, i):
+    from odeformer.expressions import n_constants
+
+    start = sum(n_constants(c) for c in components[:i])
+    return consts[start: start + n_constants(components[i])]
+
+
+def _small(e: sp.Expr) -> bool:
+    return _count_nodes(e) < 60
+
+
+def _count_nodes(e: sp.Expr) -> int:
+    return sum(1 for _ in sp.preorder_traversal(e))
+
+
+def _floats(e: sp.Expr) -> sp.Expr:
+    """Numbers as floats (integer exponents stay integers); no E, pi or I in the output."""
+    if isinstance(e, sp.Float):
+        return e
+    if e.is_Number or isinstance(e, sp.NumberSymbol):
+        return sp.Float(float(e))
+    if e.is_Pow:
+        base, ex = e.args
+        return sp.Pow(_floats(base), ex if ex.is_Integer else _floats(ex))
+    if e.args:
+        return e.func(*[_floats(a) for a in e.args])
+    return e
+
+
+def _distinct(cands: list[Candidate]) -> list[Candidate]:
+    """Drop candidates whose equations have the same form (up to constants) as a better one."""
+    seen, out = set(), []
+    for c in cands:
+        form = tuple(sp.srepr(e.xreplace({f: sp.Integer(1) for f in e.atoms(sp.Float)})) for e in c.expressions)
+        if form not in seen:
+            seen.add(form)
+            out.append(c)
+    return out
+
+
+def _mark_pareto(cands: list[Candidate]) -> None:
+    """A candidate is on the front when no other is both simpler (or as simple) and fits better."""
+    for c in cands:
+        c.pareto = not any(o is not c and o.complexity <= c.complexity and o.r2 > c.r2 for o in cands)

@@ -1,0 +1,90 @@
+"""The Python API: input checks, output format, prediction (with the pinned test checkpoint)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from odeformer import ODERegressor
+from odeformer.regressor import InputError, check_variable_names
+
+TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"
+T = np.linspace(0, 10, 60)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ODERegressor(TEST_CKPT, beam_size=4, top_k=3, time_budget_s=5)
+
+
+@pytest.mark.parametrize("t, x, fragment", [
+    (T[:4], np.ones(4), "at least 5"),
+    (np.r_[T[:10], T[9]], np.ones(11), "duplicate time"),
+    (T, np.r_[np.ones(59), np.nan], "x[59, 0] is not finite"),
+    (np.r_[T[:59], np.inf], np.ones(60), "is not finite"),
+    (T, np.ones((60, 7)), "at most 4"),
+    (T, np.ones((30, 1)), "x must have shape"),
+    (T, np.array(["a"] * 60), "numeric"),
+])
+def test_bad_inputs_raise_input_error(model, t, x, fragment):
+    with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        model.fit(t, x)
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (["lambda"], "keyword"), (["sin"], "SymPy function"), (["t"], "reserved"), (["x y"], "identifier"),
+    (["exp"], "SymPy function"), (["a", "a"], "twice"), (["Abs"], "SymPy function"),
+])
+def test_bad_variable_names(names, fragment):
+    with pytest.raises(InputError, match=fragment):
+        check_variable_names(names)
+
+
+def test_special_names_are_fine_and_round_trip(model):
+    names = ["S", "I", "E", "N"]
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.uniform(0.1, 1.0, size=(60, 4)), axis=0)
+    model.fit(T, x, variables=names)
+    check_variable_names(["beta", "gamma", "lambda_", "Q"])
+    for cand in model.equations_:
+        assert set(cand.rhs) == set(names)
+        assert np.isfinite(cand.r2)
+        for rhs in cand.rhs.values():
+            expr = sp.parse_expr(rhs, local_dict={n: sp.Symbol(n) for n in names + ["t"]})
+            assert expr.free_symbols <= {sp.Symbol(n) for n in names + ["t"]}
+            assert not expr.atoms(sp.NumberSymbol) and sp.I not in expr.atoms()
+
+
+def test_unsorted_times_and_several_trajectories(model):
+    order = np.random.default_rng(1).permutation(len(T))
+    x = np.exp(-0.3 * T)
+    model.fit(T[order], x[order])
+    assert model.equations_
+    model.fit([T, T[:30]], [x, 2 * x[:30]])
+    assert model.equations_
+    with pytest.raises(InputError, match="different numbers of variables"):
+        model.fit([T, T], [x, np.stack([x, x], 1)])
+
+
+def test_predict_and_printing(model):
+    model.fit(T, np.exp(-0.3 * T))
+    y = model.predict(T, [1.0])
+    assert y.shape == (len(T), 1) and np.all(np.isfinite(y))
+    assert "d x_0/dt" not in str(model) and "dx_0/dt" in str(model)
+    assert "\\dot" in model.latex()
+    assert isinstance(model.sympy()[0], sp.Expr)
+
+
+def test_allowed_operators_are_respected(model):
+    model.allowed_operators = ["add", "mul"]
+    try:
+        model.fit(T, np.exp(-0.3 * T))
+        for cand in model.equations_:
+            for e in cand.expressions:
+                assert not e.atoms(sp.Function)
+        model.allowed_operators = ["frobnicate"]
+        with pytest.raises(InputError, match="unknown"):
+            model.fit(T, np.exp(-0.3 * T))
+    finally:
+        model.allowed_operators = None
