@@ -39,7 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = train.load_config(args.preset, args.set)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    for key in ("out", "init", "grammar"):
+    for key in ("out", "init", "grammar", "data"):
         if getattr(args, key):
             cfg[key] = getattr(args, key)
     if not cfg["out"]:

@@ -146,16 +146,18 @@ class ODERegressor:
             self._ckpt = ckpt.load(self.checkpoint or ckpt.default_path(), self.device)
         return self._ckpt
 
-    def _allowed_mask(self) -> torch.Tensor | None:
-        if self.allowed_operators is None:
-            return None
+    def _allowed_mask(self) -> torch.Tensor:
+        """Vocabulary mask: operators of the checkpoint's grammar, narrowed by ``allowed_operators``."""
         c = self.model_
         known = c.grammar.output_operators
-        unknown = set(self.allowed_operators) - known
-        if unknown:
-            raise InputError(f"allowed_operators: unknown {sorted(unknown)} (this model knows {sorted(known)})")
-        allowed = set(self.allowed_operators)
-        return torch.tensor([tok not in known or tok in allowed for tok in c.vocab.tokens])
+        allowed = set(known)
+        if self.allowed_operators is not None:
+            unknown = set(self.allowed_operators) - known
+            if unknown:
+                raise InputError(f"allowed_operators: unknown {sorted(unknown)} (this model knows {sorted(known)})")
+            allowed = set(self.allowed_operators)
+        kinds = c.vocab.kinds()
+        return torch.tensor([kind < 1 or tok in allowed for tok, kind in zip(c.vocab.tokens, kinds)])
 
     def fit(self, t, x, variables: Sequence[str] | None = None) -> ODERegressor:
         """Fit one trajectory (``t`` (n,), ``x`` (n,) or (n, d)) or several (lists of those)."""
@@ -184,12 +186,12 @@ class ODERegressor:
         for ti, xi in ndata:  # long trajectories become several groups; their proposals are pooled
             n_groups = max(1, int(np.ceil(len(ti) / MAX_POINTS_PER_GROUP)))
             for g in range(n_groups):
-                examples.append(Example(*encode_points([(ti[g::n_groups], xi[g::n_groups])], c.grammar.max_dim),
+                examples.append(Example(*encode_points([(ti[g::n_groups], xi[g::n_groups])], c.vocab.max_dim),
                                         np.array([1, 2])))
         if len(ndata) > 1:  # and all trajectories together, as the model was trained to read them
             sub = [(ti[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)],
                     xi[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)]) for ti, xi in ndata]
-            examples.append(Example(*encode_points(sub, c.grammar.max_dim), np.array([1, 2])))
+            examples.append(Example(*encode_points(sub, c.vocab.max_dim), np.array([1, 2])))
         batch = {k: v.to(self.device) for k, v in collate(examples).items()}
         with torch.inference_mode():
             beams = beam_search(c.model, c.vocab, batch["points"], batch["traj"], batch["mask"],

@@ -44,7 +44,7 @@ def examples_from_systems(systems: list[System], grammar: Grammar, vocab: Vocabu
             continue
         for _ in range(per_system):
             sample = corrupt(s, grammar["corruption"], rng)
-            points, traj = encode_points(sample.trajectories, grammar.max_dim)
+            points, traj = encode_points(sample.trajectories, vocab.max_dim)
             out.append(Example(points, traj, tokens))
     return out
 
@@ -76,6 +76,36 @@ def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int,
     for group in ordered_map(_batches_job, jobs, workers, inline_single=False):
         for batch in group:
             yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def shard_batches(data_dir: str, grammar: Grammar, vocab: Vocabulary, per_system: int, max_len: int,
+                  batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches from the shards of ``odeformer generate``: every epoch reshuffles the systems
+    and corrupts them afresh."""
+    from pathlib import Path
+
+    from data_gen.shards import read_shard
+
+    root = Path(data_dir)
+    manifest = json.loads((root / "manifest.json").read_text())
+    systems = [s for entry in manifest["shards"] for s in read_shard(root / entry["file"])]
+    if not systems:
+        raise ValueError(f"{data_dir}: no systems")
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(systems))
+        pending: list[Example] = []
+        produced = 0
+        for i in order:
+            pending += examples_from_systems([systems[i]], grammar, vocab, per_system, rng, max_len)
+            while len(pending) >= batch_size:
+                yield collate(pending[:batch_size])
+                produced += 1
+                pending = pending[batch_size:]
+        if pending:
+            yield collate(pending)
+        elif not produced:
+            raise ValueError(f"{data_dir}: no system fits the model's vocabulary and length limit")
 
 
 def validation_set(grammar: Grammar, vocab: Vocabulary, n: int, max_len: int) -> tuple[list[Example], list[System]]:

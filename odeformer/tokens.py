@@ -58,6 +58,11 @@ class Vocabulary:
         return len(self.tokens)
 
     @property
+    def max_dim(self) -> int:
+        """Number of state variables the vocabulary can write (and the model's inputs are sized for)."""
+        return sum(1 for tok in self.tokens if tok.startswith("x_"))
+
+    @property
     def index(self) -> dict[str, int]:
         return _index(self.tokens)
 

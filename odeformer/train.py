@@ -26,7 +26,7 @@ from odeformer import checkpoint as ckpt
 from odeformer.encoding import n_features
 from odeformer.grammar import Grammar, default_grammar
 from odeformer.model import ModelConfig, ODEFormer
-from odeformer.samples import VALIDATION_SEED, collate, stream_batches, validation_set
+from odeformer.samples import VALIDATION_SEED, collate, shard_batches, stream_batches, validation_set
 from odeformer.tokens import Vocabulary
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -35,7 +35,7 @@ DEFAULTS = dict(
     # model (ignored when --init gives a checkpoint: its architecture wins)
     d_model=128, n_heads=4, n_enc=3, n_dec=3, d_ff=512, dropout=0.0, max_out_len=192,
     # data
-    grammar="", seed=1, workers=1, samples_per_system=4, batch_size=32,
+    grammar="", data="", seed=1, workers=1, samples_per_system=4, batch_size=32,
     # optimisation: warmup-stable-decay; the run ends at max_steps or max_time_s, whichever comes first
     lr=1e-3, min_lr_frac=0.05, weight_decay=0.01, warmup_steps=100, decay_frac=0.2, grad_clip=1.0,
     max_steps=1000, max_time_s=0.0,
@@ -173,7 +173,12 @@ def train(cfg: dict) -> Path:
         model, vocab, grammar = init.model, init.vocab, init.grammar
         provenance.update({k: init.provenance.get(k, provenance[k]) for k in provenance})
         if cfg["grammar"]:
+            from odeformer.finetune import extend_for_grammar
+
             grammar = Grammar.from_file(cfg["grammar"])
+            model, vocab, added = extend_for_grammar(model, vocab, init.grammar, grammar)
+            if added and rank == 0:
+                print(f"vocabulary extended with {added}")
     else:
         grammar = Grammar.from_file(cfg["grammar"]) if cfg["grammar"] else default_grammar()
         vocab = Vocabulary.for_grammar(grammar)
@@ -189,8 +194,12 @@ def train(cfg: dict) -> Path:
     out = Path(cfg["out"] or "checkpoints/run")
     log = open(cfg["log"], "a") if cfg["log"] and rank == 0 else None
     val = validation_set(grammar, vocab, cfg["eval_systems"], max_len) if rank == 0 and cfg["eval_systems"] else None
-    data = stream_batches(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
-                          cfg["batch_size"], start=rank, step=world)
+    if cfg["data"]:  # systems generated beforehand by `odeformer generate`, corrupted afresh every epoch
+        data = shard_batches(cfg["data"], grammar, vocab, cfg["samples_per_system"], max_len, cfg["batch_size"],
+                             seed=cfg["seed"] * 1000 + rank)
+    else:
+        data = stream_batches(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
+                              cfg["batch_size"], start=rank, step=world)
 
     start_steps = provenance["steps"]
     t0 = time.time()
@@ -211,6 +220,11 @@ def train(cfg: dict) -> Path:
         ckpt.save(path, raw_model, vocab, grammar, prov, name=cfg["name"] or out.name,
                   dtype=getattr(torch, cfg["dtype_save"]))
 
+    if rank == 0 and val and cfg["eval_interval"] and cfg["init"]:  # where a continued run starts from
+        ev = evaluate(raw_model, vocab, *val, device)
+        if log:
+            log.write(json.dumps({"step": start_steps, **ev}) + "\n")
+        tqdm.write(f"step {start_steps} (start): " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
     bar = tqdm(total=cfg["max_steps"], desc="train", disable=rank != 0, unit="step")
     step = 0
     skipped = torch.zeros((), dtype=torch.long, device=device)
@@ -278,7 +292,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--preset", default="tiny", help="tiny, base, test, or a TOML file of config keys")
     p.add_argument("--out", help="checkpoint directory to write")
     p.add_argument("--init", help="checkpoint to continue from (weights, vocabulary, provenance)")
-    p.add_argument("--grammar", help="grammar TOML file (default: the init checkpoint's, else the default grammar)")
+    p.add_argument("--grammar", help="grammar TOML file (default: the init checkpoint's, else the default grammar); "
+                   "with --init, tokens the grammar adds extend the vocabulary")
+    p.add_argument("--data", help="train on shards from `odeformer generate` instead of a live generator stream")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return p
 
@@ -290,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args) -> int:
     cfg = load_config(args.preset, args.set)
-    for key in ("out", "init", "grammar"):
+    for key in ("out", "init", "grammar", "data"):
         if getattr(args, key, None):
             cfg[key] = getattr(args, key)
     train(cfg)

@@ -88,3 +88,19 @@ def test_allowed_operators_are_respected(model):
             model.fit(T, np.exp(-0.3 * T))
     finally:
         model.allowed_operators = None
+
+
+def test_a_restricted_grammar_restricts_decoding(tmp_path):
+    from odeformer import checkpoint as ckpt
+    from odeformer.grammar import Grammar
+
+    base = ckpt.load(TEST_CKPT)
+    poly = Grammar.from_file(Path(__file__).resolve().parent.parent / "data_gen" / "grammars" / "examples"
+                             / "polynomial.toml")
+    path = ckpt.save(tmp_path / "poly", base.model, base.vocab, poly, base.provenance)
+    reg = ODERegressor(path, beam_size=6, time_budget_s=5).fit(T, np.exp(-0.3 * T))
+    assert reg.equations_
+    for cand in reg.equations_:
+        for e in cand.expressions:
+            assert not e.atoms(sp.Function)
+            assert all(p.exp.is_Integer and p.exp > 0 for p in e.atoms(sp.Pow))

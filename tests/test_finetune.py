@@ -1,0 +1,35 @@
+"""Retraining on a custom grammar: generate -> train --init --grammar -> fit with the new checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from odeformer import ODERegressor
+from odeformer import checkpoint as ckpt
+from odeformer.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CKPT = ROOT / "tests" / "data" / "test_checkpoint"
+ATAN = ROOT / "data_gen" / "grammars" / "examples" / "atan.toml"
+
+
+def test_three_command_workflow_with_a_new_operator(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["generate", "--grammar", str(ATAN), "--n", "300", "--out", str(data), "--seed", "4", "--quiet"]) == 0
+    out = tmp_path / "atan_model"
+    log = tmp_path / "log.jsonl"
+    assert main(["train", "--preset", "test", "--init", str(TEST_CKPT), "--grammar", str(ATAN), "--data", str(data),
+                 "--out", str(out), "--set", "max_steps=80", "--set", "eval_interval=40", "--set", "eval_systems=16",
+                 "--set", "lr=0.003", "--set", "warmup_steps=5", "--set", f"log={log}"]) == 0
+    assert "vocabulary extended with" in capsys.readouterr().out
+    new = ckpt.load(out)
+    base = ckpt.load(TEST_CKPT)
+    assert {"atan", "sinh"} <= set(new.vocab.tokens) and "atan" not in base.vocab.tokens
+    assert new.vocab.tokens[: len(base.vocab)] == base.vocab.tokens  # old ids kept
+    evals = [r for r in map(json.loads, log.read_text().splitlines()) if "val_loss" in r]
+    assert len(evals) >= 3 and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert new.provenance["steps"] == base.provenance["steps"] + 80
+    t = np.linspace(0, 10, 50)
+    reg = ODERegressor(out, beam_size=4, time_budget_s=5).fit(t, np.arctan(t)[:, None] + 1.0)
+    assert reg.equations_ and np.isfinite(reg.equations_[0].r2)
