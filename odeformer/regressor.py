@@ -27,7 +27,7 @@ from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search
 from odeformer.encoding import Normalization, encode_points
 from odeformer.expressions import to_sympy, var_name
-from odeformer.fitting import refit, simulate
+from odeformer.fitting import Fit, refit, simulate, trajectory_r2
 from odeformer.metrics import r2_score
 from odeformer.samples import Example, collate
 
@@ -127,12 +127,13 @@ class ODERegressor:
 
     def __init__(self, checkpoint: str | Path | None = None, beam_size: int = 16, top_k: int = 5,
                  time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
-                 device: str = "cpu"):
+                 refit: bool = True, device: str = "cpu"):
         self.checkpoint = checkpoint
         self.beam_size = beam_size
         self.top_k = top_k
         self.time_budget_s = time_budget_s
         self.allowed_operators = allowed_operators
+        self.refit = refit  # off: rank the decoded constants as they are (the ablation)
         self.device = device
         self._ckpt: ckpt.Checkpoint | None = None
 
@@ -211,7 +212,10 @@ class ODERegressor:
         for comps, consts in proposals:
             if time.monotonic() > deadline and candidates:
                 break
-            fit = refit(comps, consts, fit_data, deadline=deadline)
+            if self.refit:
+                fit = refit(comps, consts, fit_data, deadline=deadline)
+            else:
+                fit = Fit(tuple(comps), np.asarray(consts), trajectory_r2(comps, consts, fit_data, deadline))
             if not np.isfinite(fit.r2):
                 continue
             candidates.append(self._finish(fit, ndata, held, data, norm, names, deadline))
