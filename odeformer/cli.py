@@ -48,6 +48,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from odeformer.csv_io import CSVFileError, parse_csv_text
+
+    if args.output and Path(args.output).suffix not in (".csv", ".jsonl"):
+        raise UsageError(f"-o {args.output}: the output must end in .csv or .jsonl")
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        raise UsageError(f"-o {args.output}: no such directory")
+    for name in ("beam_size", "top_k", "workers"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    if not args.time_budget > 0:
+        raise UsageError("--time-budget must be > 0")
+    systems = []
+    for f in args.inputs:
+        path = Path(f)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{f}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+        try:
+            systems += parse_csv_text(text, default_system=path.stem)
+        except CSVFileError as e:
+            raise UsageError(f"{f}: {e}") from None
+    from odeformer import checkpoint as ckpt
+    from odeformer.batch import fit_systems, table, write_results
+
+    checkpoint = args.checkpoint or str(ckpt.default_path())
+    try:
+        model = ckpt.load(checkpoint)
+    except ckpt.CheckpointError as e:
+        raise UsageError(str(e)) from None
+    allowed = [op.strip() for op in args.allowed_operators.split(",")] if args.allowed_operators else None
+    if allowed is not None:
+        unknown = set(allowed) - model.grammar.output_operators
+        if unknown:
+            raise UsageError(f"--allowed-operators: unknown {sorted(unknown)} "
+                             f"(this model knows {', '.join(sorted(model.grammar.output_operators))})")
+    options = {"checkpoint": checkpoint, "beam_size": args.beam_size, "top_k": args.top_k,
+               "time_budget_s": args.time_budget, "allowed_operators": allowed}
+    results = fit_systems(systems, options, workers=args.workers, progress=not args.quiet)
+    if args.output:
+        write_results(results, args.output)
+    print(table(results))
+    failed = sum(1 for r in results if r.get("error"))
+    if failed:
+        print(f"{failed} of {len(results)} system(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="odeformer", description="Symbolic regression of ODEs from trajectories.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-size", type=int, default=10_000, help="systems per shard file")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
+
+    f = sub.add_parser("fit", help="fit the systems in trajectory CSV files (DESIGN.md 3.1, 3.2)")
+    f.add_argument("inputs", nargs="+", metavar="IN.csv")
+    f.add_argument("-o", "--output", help="results file: .csv or .jsonl (default: only the table on stdout)")
+    f.add_argument("--beam-size", type=int, default=16)
+    f.add_argument("--top-k", type=int, default=5)
+    f.add_argument("--time-budget", type=float, default=10.0, help="seconds per system")
+    f.add_argument("--allowed-operators", help="comma-separated operators, e.g. add,mul,sin")
+    f.add_argument("--checkpoint", help="checkpoint directory (default: the default model)")
+    f.add_argument("--workers", type=int, default=1, help="processes fitting systems in parallel")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_cmd_fit)
     from odeformer.train import build_parser as train_parser
 
     tr = sub.add_parser("train", help="train or fine-tune a model on generated data")
