@@ -97,6 +97,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+
+    if args.checkpoint and not Path(args.checkpoint, "config.json").is_file():
+        raise UsageError(f"--checkpoint {args.checkpoint}: not a checkpoint directory (no config.json)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app = create_app(args.checkpoint, max_concurrency=args.concurrency, queue_bound=args.queue_bound,
+                     max_body_bytes=args.max_body_bytes)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="odeformer", description="Symbolic regression of ODEs from trajectories.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=1, help="processes fitting systems in parallel")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fit)
+
+    s = sub.add_parser("serve", help="run the HTTP service (DESIGN.md 3.3)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--checkpoint", help="checkpoint directory (default: the default model)")
+    s.add_argument("--concurrency", type=int, default=2, help="fits running at once")
+    s.add_argument("--queue-bound", type=int, default=16, help="requests waiting beyond those; more get 503")
+    s.add_argument("--max-body-bytes", type=int, default=4_000_000)
+    s.set_defaults(func=_cmd_serve)
     from odeformer.train import build_parser as train_parser
 
     tr = sub.add_parser("train", help="train or fine-tune a model on generated data")

@@ -141,6 +141,13 @@ class ODERegressor:
     def from_pretrained(cls, path: str | Path, **kwargs) -> ODERegressor:
         return cls(checkpoint=path, **kwargs)
 
+    @classmethod
+    def from_checkpoint(cls, loaded: ckpt.Checkpoint, **kwargs) -> ODERegressor:
+        """A regressor sharing an already loaded model (the service makes one per request)."""
+        reg = cls(checkpoint=loaded.path, **kwargs)
+        reg._ckpt = loaded
+        return reg
+
     @property
     def model_(self) -> ckpt.Checkpoint:
         if self._ckpt is None:

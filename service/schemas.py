@@ -1,0 +1,76 @@
+"""Request and response schemas of the HTTP API: unknown fields are rejected, NaN and inf refused."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: limits, documented in README and in GET /v1/model
+MAX_POINTS_PER_TRAJECTORY = 5_000
+MAX_TOTAL_POINTS = 20_000
+MAX_TRAJECTORIES = 16
+MAX_BEAM = 64
+MAX_TOP_K = 20
+MAX_TIME_BUDGET_S = 30.0
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class FitOptions(Strict):
+    beam_size: int = Field(16, ge=1, le=MAX_BEAM)
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K)
+    time_budget_s: float = Field(10.0, gt=0, le=MAX_TIME_BUDGET_S)
+    allowed_operators: list[str] | None = Field(None, min_length=1, max_length=40)
+
+
+class Trajectory(Strict):
+    t: list[float] = Field(..., min_length=5, max_length=MAX_POINTS_PER_TRAJECTORY)
+    x: list[list[float]] = Field(..., min_length=5, max_length=MAX_POINTS_PER_TRAJECTORY,
+                                 description="one row [x_1, ..., x_d] per time")
+
+
+class FitRequest(Strict):
+    variables: list[str] = Field(..., min_length=1, max_length=6)
+    trajectories: list[Trajectory] = Field(..., min_length=1, max_length=MAX_TRAJECTORIES)
+    options: FitOptions = FitOptions()
+
+
+class Candidate(Strict):
+    rhs: dict[str, str]
+    r2: float
+    complexity: int
+    score: float
+    pareto: bool
+
+
+class ModelRef(Strict):
+    name: str
+    sha256: str
+
+
+class FitResponse(Strict):
+    variables: list[str]
+    candidates: list[Candidate]
+    low_confidence: bool
+    model: ModelRef
+    elapsed_s: float
+
+
+class SystemResult(Strict):
+    system: str
+    variables: list[str] = []
+    candidates: list[Candidate] = []
+    low_confidence: bool | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+    plot_png_base64: str | None = None
+
+
+class CSVFitResponse(Strict):
+    systems: list[SystemResult]
+    model: ModelRef
+
+
+class ErrorResponse(Strict):
+    detail: str | list

@@ -1,0 +1,182 @@
+"""The HTTP service end to end: a real uvicorn process on a free loopback port."""
+
+import concurrent.futures as cf
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import sympy as sp
+
+ROOT = Path(__file__).resolve().parent.parent
+CKPT = str(ROOT / "tests" / "data" / "test_checkpoint")
+T = [float(v) for v in np.linspace(0, 5, 30)]
+DECAY = [[float(np.exp(-0.4 * v))] for v in T]
+FAST = {"beam_size": 2, "time_budget_s": 3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(*extra, env=None):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "odeformer.cli", "serve", "--port", str(port), "--checkpoint", CKPT,
+                             "--max-body-bytes", "300000", *extra], cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read())
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = _start()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _check_candidates(body, names):
+    assert body["candidates"]
+    for c in body["candidates"]:
+        assert np.isfinite(c["r2"])
+        for rhs in c["rhs"].values():
+            e = sp.parse_expr(rhs, local_dict={n: sp.Symbol(n) for n in names + ["t"]})
+            assert e.free_symbols <= {sp.Symbol(n) for n in names + ["t"]}
+
+
+def test_probes_model_and_docs(server):
+    assert httpx.get(server + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server + "/readyz").json()["status"] == "ready"
+    info = httpx.get(server + "/v1/model").json()
+    assert info["name"] == "test_checkpoint" and info["limits"]["queue_bound"] == 16
+    assert httpx.get(server + "/docs").status_code == 200
+    assert "/v1/fit" in httpx.get(server + "/openapi.json").json()["paths"]
+
+
+def test_json_fit_with_unsorted_times(server):
+    order = np.random.default_rng(0).permutation(len(T))
+    body = {"variables": ["N"], "trajectories": [{"t": [T[i] for i in order], "x": [DECAY[i] for i in order]}],
+            "options": FAST}
+    r = httpx.post(server + "/v1/fit", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["variables"] == ["N"] and out["model"]["name"] == "test_checkpoint" and out["elapsed_s"] > 0
+    _check_candidates(out, ["N"])
+
+
+def test_csv_upload_with_several_systems(server):
+    rows = "".join(f"a,{t},{x[0]},\n" for t, x in zip(T, DECAY)) + "".join(
+        f"b,{t},{np.cos(t)},{-np.sin(t)}\n" for t in T) + "".join(f"bad,{t},{'x' if i == 2 else 1},\n"
+                                                                for i, t in enumerate(T))
+    r = httpx.post(server + "/v1/fit/csv", params={"beam_size": 2, "time_budget_s": 3},
+                   files={"file": ("m.csv", "system,t,u,v\n" + rows, "text/csv")}, timeout=120)
+    assert r.status_code == 200, r.text
+    systems = r.json()["systems"]
+    assert [s["system"] for s in systems] == ["a", "b", "bad"]
+    assert systems[0]["variables"] == ["u"] and systems[1]["variables"] == ["u", "v"]
+    _check_candidates(systems[0], ["u"])
+    assert systems[2]["error"] == "row 64, column u: not a number ('x')"
+
+
+BAD_JSON = [
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,NaN], "x": [[1],[2],[3],[4],[5]]}]}', "finite"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,3], "x": [[1],[2],[3],[4],[5]]}]}', "duplicate time"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],["a"],[3],[4],[5]]}]}', "float"),
+    ('{"variables": ["lambda"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "keyword"),
+    ('{"variables": ["sin"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "SymPy"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], "options": {"beam": 3}}',
+     "extra"),
+    ('{"variables": ["x", "y"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "1 values for 2"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2], "x": [[1],[2],[3]]}]}', "at least 5"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
+     '"options": {"allowed_operators": ["frob"]}}', "unknown"),
+    ('not json', "json"),
+]
+
+
+@pytest.mark.parametrize("body, fragment", BAD_JSON)
+def test_bad_json_inputs_get_422_naming_the_problem(server, body, fragment):
+    r = httpx.post(server + "/v1/fit", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 422, r.text
+    assert fragment.lower() in r.text.lower()
+
+
+def test_too_many_points_get_422(server):
+    n = 5001
+    body = {"variables": ["x"], "trajectories": [{"t": list(range(n)), "x": [[1.0]] * n}]}
+    r = httpx.post(server + "/v1/fit", json=body, timeout=60)
+    assert r.status_code in (413, 422)  # either limit names it; 5001 points fit under the byte limit
+    assert r.status_code == 422 and "5000" in r.text
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "empty file"), ("time,x\n1,2\n", "no column 't'"),
+    ("t,x\n" + "".join(f"{i},{'' if i == 3 else i}\n" for i in range(6)), "blank cell"),
+    ("t,lambda\n" + "".join(f"{i},{i}\n" for i in range(6)), "keyword"),
+    ("t,x\n" + "".join(f"{i % 5},{i}\n" for i in range(6)), "duplicate time"),
+])
+def test_bad_csv_uploads_get_422(server, text, fragment):
+    r = httpx.post(server + "/v1/fit/csv", files={"file": ("f.csv", text, "text/csv")}, timeout=60)
+    assert r.status_code == 422, r.text
+    assert fragment in r.text
+
+
+def test_oversize_and_chunked_bodies_get_413(server):
+    big = b'{"variables": ["x"], "trajectories": [{"t": [' + b"1.0," * 100_000 + b'1.0]}]}'
+    r = httpx.post(server + "/v1/fit", content=big, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413
+
+    def chunks():
+        yield b'{"variables": ["x"], "trajectories": [{"t": ['
+        for _ in range(100):
+            yield b"1.0," * 1000
+        yield b"1.0]}]}"
+
+    r = httpx.post(server + "/v1/fit", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413
+    assert httpx.get(server + "/healthz").status_code == 200  # and the server is still fine
+
+
+def test_api_key_and_queue_bound():
+    proc, url = _start("--concurrency", "1", "--queue-bound", "1", env={"ODEFORMER_API_KEY": "s3cret"})
+    try:
+        body = {"variables": ["x"], "trajectories": [{"t": T, "x": DECAY}],
+                "options": {"beam_size": 8, "time_budget_s": 4}}
+        assert httpx.post(url + "/v1/fit", json=body, timeout=60).status_code == 401
+        assert httpx.post(url + "/v1/fit", json=body, headers={"Authorization": "Bearer nope"},
+                          timeout=60).status_code == 401
+        assert httpx.get(url + "/readyz").status_code == 200  # probes need no key
+        auth = {"Authorization": "Bearer s3cret"}
+
+        def post(_):
+            return httpx.post(url + "/v1/fit", json=body, headers=auth, timeout=120)
+
+        with cf.ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(post, range(6)))
+        codes = sorted(r.status_code for r in responses)
+        assert 200 in codes and 503 in codes, codes
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.headers["Retry-After"] == "2"
+        assert set(codes) <= {200, 503}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
