@@ -87,7 +87,8 @@ def skeleton_key(exprs: list[sp.Expr], dim: int) -> str | None:
 
     names = {sp.Symbol(f"x_{i}"): f"x_{i}" for i in range(dim)} | {sp.Symbol("t"): "t"}
     try:
-        return Skeleton(tuple(simplify(from_sympy(e, names)[0]) for e in exprs), False).key
+        # expanded, so that x*(1 - x) and x - x**2 count as the same structure
+        return Skeleton(tuple(simplify(from_sympy(sp.expand(e), names)[0]) for e in exprs), False).key
     except (NotExpressible, ValueError, TypeError):
         return None
 

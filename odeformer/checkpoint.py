@@ -60,10 +60,15 @@ def sha256_file(path: Path) -> str:
 
 
 def git_commit() -> str:
+    """The code's commit: ``$ODEFORMER_GIT_COMMIT`` (set by scripts that run on a copy without .git), else git."""
+    env = os.environ.get("ODEFORMER_GIT_COMMIT", "")
+    if len(env) == 40:
+        return env
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
+        return commit if out.returncode == 0 and len(commit) == 40 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

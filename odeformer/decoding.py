@@ -18,6 +18,8 @@ class GrammarMask:
 
     def __init__(self, vocab: Vocabulary, dims: torch.Tensor, allowed: torch.Tensor | None = None):
         self.kinds = torch.tensor(vocab.kinds())
+        # variable index of each token (-1 for others): x_i is only allowed when i < the data's dimension
+        self.var_index = torch.tensor([int(tok[2:]) if tok.startswith("x_") else -1 for tok in vocab.tokens])
         self.sep = vocab.id(SEP)
         self.eos = vocab.eos_id
         n = len(dims)
@@ -41,6 +43,7 @@ class GrammarMask:
             finish = self.need + 2 * (self.dims - 1 - self.comp) + 1 + self.after_mantissa.long()
             cost = torch.where(k == -1, 1, torch.where(k >= 0, k, 0))  # extra tokens a choice commits to
             m &= (finish[:, None] + cost <= remaining) | ~expr_tok
+        m &= self.var_index[None, :] < self.dims[:, None]
         if self.allowed is not None:
             m &= self.allowed[None, :] | (k == -1)
         m |= (k == -2) & self.after_mantissa[:, None]

@@ -5,7 +5,7 @@
 # the base preset fed by generator processes on the machine's CPU cores. Weights are written to
 # $OUT/base every ~2 minutes (a cut-off run still returns something) and, just before the learning
 # rate decays, to $OUT/base-predecay (the weights to continue from next time). It continues from
-# checkpoints/default when that exists, with a fresh data seed. Uses only what that machine has
+# checkpoints/base-predecay when that exists, with a fresh data seed. Uses only what that machine has
 # (numpy, scipy, sympy, torch, safetensors, tqdm, numba) with PYTHONPATH=.
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
@@ -13,7 +13,10 @@ TRAIN_S=${TRAIN_S:-330}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 SEED=${SEED:-$(( $(date +%s) % 1000000 ))}
 PRESET=${PRESET:-base}
-INIT=${INIT:-checkpoints/default}
+# continue from the weights saved before the last run's decay (see README, Training)
+INIT=${INIT:-checkpoints/base-predecay}
+# the copy on the GPU machine has no .git: pass the commit in (ODEFORMER_GIT_COMMIT=$(git rev-parse HEAD))
+export ODEFORMER_GIT_COMMIT=${ODEFORMER_GIT_COMMIT:-unknown}
 SMOKE=${SMOKE:-1}
 PROBE_S=${PROBE_S:-20}
 export PYTHONPATH=.
