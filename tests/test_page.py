@@ -1,0 +1,60 @@
+"""The upload page in a real headless Chromium: upload a CSV, see the equations and the plot."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_service import _start
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# CI installs the browser (.ci/run), so there a missing one fails instead of skipping
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER) and not os.environ.get("CI"),
+                                reason="Debian's chromium and chromium-driver are not installed")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER or "/usr/bin/chromedriver"), options=opts)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.timeout(240)
+def test_upload_shows_equations_and_plot(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    t = np.linspace(0, 10, 60)
+    csv = tmp_path / "decay.csv"
+    csv.write_text("t,N\n" + "".join(f"{a},{3 * np.exp(-0.5 * a)}\n" for a in t))
+    proc, url = _start()
+    try:
+        browser.get(url + "/")
+        assert "odeformer" in browser.title
+        browser.find_element(By.ID, "file").send_keys(str(csv))
+        browser.find_element(By.ID, "submit").click()
+        wait = WebDriverWait(browser, 120)
+        eq = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "code.equation")))
+        assert eq.text.startswith("dN/dt = ")
+        img = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "img.plot")))
+        assert img.get_attribute("src").startswith("data:image/png;base64,")
+        assert browser.execute_script("return arguments[0].naturalWidth", img) > 100  # the PNG decoded
+        link = browser.find_element(By.ID, "download-link")
+        assert link.get_attribute("download") == "odeformer-results.json"
+        browser.save_screenshot(str(Path(os.environ.get("ODEFORMER_SCREENSHOT", tmp_path / "page.png"))))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
