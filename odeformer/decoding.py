@@ -80,12 +80,12 @@ def greedy(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torc
     """Most likely token sequence per input (masked to valid systems with ``dims[i]`` components)."""
     model.eval()
     max_len = max_len or model.config.max_out_len
-    mem = model.encode(points, traj, mask)
+    cache = model.cross_cache(model.encode(points, traj, mask))
     n = len(points)
     seq = torch.full((n, 1), vocab.bos_id, dtype=torch.long, device=points.device)
     gm = GrammarMask(vocab, dims.cpu())
     while seq.shape[1] < max_len:
-        logits = model.decode(seq, mem, mask)[:, -1].float().cpu()
+        logits = model.decode(seq, None, mask, cache)[:, -1].float().cpu()
         logits[~gm.mask(max_len - seq.shape[1])] = -torch.inf
         tok = logits.argmax(-1)
         gm.update(tok)
@@ -104,7 +104,7 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     model.eval()
     max_len = max_len or model.config.max_out_len
     n, k = len(points), beam_size
-    mem = model.encode(points, traj, mask).repeat_interleave(k, dim=0)
+    cache = model.cross_cache(model.encode(points, traj, mask), repeat=k)
     mem_mask = mask.repeat_interleave(k, dim=0)
     seq = torch.full((n * k, 1), vocab.bos_id, dtype=torch.long, device=points.device)
     score = torch.full((n, k), -torch.inf)
@@ -114,7 +114,7 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     v = len(vocab)
     for step in range(max_len - 1):
-        logp = torch.log_softmax(model.decode(seq, mem, mem_mask)[:, -1].float(), dim=-1).cpu()
+        logp = torch.log_softmax(model.decode(seq, None, mem_mask, cache)[:, -1].float(), dim=-1).cpu()
         allowed_now = gm.mask(max_len - seq.shape[1])
         logp[~allowed_now] = -torch.inf
         done = gm.done

@@ -81,7 +81,7 @@ def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: floa
 
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
-          deadline: float = np.inf, max_nfev: int = 30) -> Fit:
+          deadline: float = np.inf, max_nfev: int = 15) -> Fit:
     """Refit the constants of one candidate to the data; returns the better of the start and the refit."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
@@ -116,14 +116,17 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
             out.append(((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3))
         return np.concatenate(out)
 
-    best = max(candidates, key=lambda c: trajectory_r2(components, c, data, deadline))
-    try:
-        stage2 = least_squares(traj_residual, best, max_nfev=max_nfev, method="trf")
-        candidates.append(stage2.x)
-    except (_Deadline, ValueError, FloatingPointError):
-        pass
     scored = [(trajectory_r2(components, c, data, deadline), i) for i, c in enumerate(candidates)]
     r2, i = max(scored)
+    if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
+        return Fit(components, candidates[i], r2)
+    try:
+        stage2 = least_squares(traj_residual, candidates[i], max_nfev=max_nfev, method="trf")
+        r2_2 = trajectory_r2(components, stage2.x, data, deadline)
+        if r2_2 > r2:
+            return Fit(components, stage2.x, r2_2)
+    except (_Deadline, ValueError, FloatingPointError):
+        pass
     return Fit(components, candidates[i], r2)
 
 

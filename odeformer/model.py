@@ -39,12 +39,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(d, d)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor | None = None,
-                causal: bool = False) -> torch.Tensor:
+    def keys_values(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, m, d = mem.shape
+        return self.kv(mem).view(b, m, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor | None, mask: torch.Tensor | None = None,
+                causal: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attention of ``x`` to ``mem``; ``kv`` passes the keys and values of ``mem`` precomputed."""
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
-        k, v = self.kv(mem).view(b, mem.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = kv if kv is not None else self.keys_values(mem)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
@@ -76,10 +81,11 @@ class DecoderBlock(nn.Module):
         self.cross_attn = Attention(c.d_model, c.n_heads, c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, c.dropout)
 
-    def forward(self, y: torch.Tensor, mem: torch.Tensor, mem_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, mem: torch.Tensor | None, mem_mask: torch.Tensor,
+                cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         h = self.ln1(y)
         y = y + self.self_attn(h, h, causal=True)
-        y = y + self.cross_attn(self.ln2(y), mem, mem_mask)
+        y = y + self.cross_attn(self.ln2(y), mem, mem_mask, kv=cross_kv)
         return y + self.mlp(self.ln3(y))
 
 
@@ -123,12 +129,19 @@ class ODEFormer(nn.Module):
             x = block(x, mask)
         return self.ln_enc(x)
 
-    def decode(self, tokens: torch.Tensor, mem: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
+    def cross_cache(self, mem: torch.Tensor, repeat: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values of ``mem``, computed once for a whole
+        decoding (and once per input, then shared by its ``repeat`` beams)."""
+        return [tuple(t.repeat_interleave(repeat, dim=0) for t in block.cross_attn.keys_values(mem))
+                for block in self.decoder]
+
+    def decode(self, tokens: torch.Tensor, mem: torch.Tensor | None, point_mask: torch.Tensor,
+               cache: list | None = None) -> torch.Tensor:
         n = tokens.shape[1]
         y = self.embed_tokens(tokens) + self.embed_pos(torch.arange(n, device=tokens.device))
         mask = self._key_mask(point_mask)
-        for block in self.decoder:
-            y = block(y, mem, mask)
+        for i, block in enumerate(self.decoder):
+            y = block(y, mem, mask, cross_kv=cache[i] if cache is not None else None)
         return self.ln_dec(y) @ self.embed_tokens.weight.T  # tied output layer
 
     def forward(self, points: torch.Tensor, traj: torch.Tensor, point_mask: torch.Tensor,
