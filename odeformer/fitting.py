@@ -34,15 +34,16 @@ class Fit:
     r2: float  # variance-weighted R^2 of the re-integrated system over all trajectories (-inf if it fails)
 
 
-def estimate_derivatives(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """dx/dt at the observed times from a Savitzky-Golay smoothed, locally regular resampling."""
+def estimate_derivatives(t: np.ndarray, x: np.ndarray, window: int = 7) -> np.ndarray:
+    """dx/dt at the observed times: a Savitzky-Golay (cubic) derivative on a regular resampling.
+    Small windows follow fast dynamics on clean data; larger ones average noise away."""
     n = len(t)
     if n < 5:
         return np.gradient(x, t, axis=0)
     grid = np.linspace(t[0], t[-1], n)
     xs = np.stack([np.interp(grid, t, x[:, i]) for i in range(x.shape[1])], axis=1)
-    window = max(5, min(n // 4 * 2 + 1, 21))
-    dx = savgol_filter(xs, window, 3, deriv=1, delta=grid[1] - grid[0], axis=0)
+    window = min(window | 1, n if n % 2 else n - 1)
+    dx = savgol_filter(xs, window, min(3, window - 1), deriv=1, delta=grid[1] - grid[0], axis=0)
     return np.stack([np.interp(t, grid, dx[:, i]) for i in range(x.shape[1])], axis=1)
 
 

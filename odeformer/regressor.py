@@ -53,6 +53,7 @@ class Candidate:
     complexity: int
     score: float
     pareto: bool = False
+    fit: Fit | None = field(default=None, repr=False)  # components and constants in the model's frame
 
     def to_dict(self) -> dict:
         return {"rhs": self.rhs, "r2": self.r2, "complexity": self.complexity, "score": self.score,
@@ -127,13 +128,17 @@ class ODERegressor:
 
     def __init__(self, checkpoint: str | Path | None = None, beam_size: int = 16, top_k: int = 5,
                  time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
-                 refit: bool = True, device: str = "cpu"):
+                 refit: bool = True, sources: Sequence[str] = ("transformer", "sparse"), device: str = "cpu"):
         self.checkpoint = checkpoint
         self.beam_size = beam_size
         self.top_k = top_k
         self.time_budget_s = time_budget_s
         self.allowed_operators = allowed_operators
         self.refit = refit  # off: rank the decoded constants as they are (the ablation)
+        unknown = set(sources) - {"transformer", "sparse"}
+        if unknown or not sources:
+            raise ValueError(f"sources: choose from 'transformer' and 'sparse', got {list(sources)}")
+        self.sources = tuple(sources)
         self.device = device
         self._ckpt: ckpt.Checkpoint | None = None
 
@@ -190,6 +195,42 @@ class ODERegressor:
             fit_data.append((ti[keep], xi[keep]))
             held.append(~keep)
 
+        proposals = self._transformer_proposals(ndata, d, allowed) if "transformer" in self.sources else []
+        if "sparse" in self.sources:
+            from odeformer import sparse
+
+            ops = c.grammar.output_operators if self.allowed_operators is None else set(self.allowed_operators)
+            use_time = c.grammar["system"]["time_share"] > 0
+            # the regression's candidates first: few, cheap, and often right for polynomial laws
+            proposals = sparse.propose(fit_data, ops, use_time, proposals) + proposals
+
+        candidates: list[Candidate] = []
+        for comps, consts in proposals:
+            if time.monotonic() > deadline and candidates:
+                break
+            if self.refit:
+                fit = refit(comps, consts, fit_data, deadline=deadline)
+            else:
+                fit = Fit(tuple(comps), np.asarray(consts), trajectory_r2(comps, consts, fit_data, deadline))
+            if not np.isfinite(fit.r2):
+                continue
+            candidates.append(self._finish(fit, ndata, held, data, norm, names, deadline))
+        candidates = [cand for cand in candidates if cand is not None]
+        candidates.sort(key=lambda cand: -cand.score)
+        candidates += self._pruned(candidates[:3], fit_data, ndata, held, data, norm, names, deadline)
+        candidates.sort(key=lambda cand: -cand.score)
+        candidates = _distinct(candidates)
+        _mark_pareto(candidates)
+        self.equations_ = candidates[: self.top_k]
+        self.variables_ = names
+        self.normalization_ = norm
+        self.elapsed_s_ = time.monotonic() - start
+        self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
+        return self
+
+    def _transformer_proposals(self, ndata, d: int, allowed) -> list:
+        """Beam-search proposals, de-duplicated by their skeleton, best first."""
+        c = self.model_
         examples = []
         for ti, xi in ndata:  # long trajectories become several groups; their proposals are pooled
             n_groups = max(1, int(np.ceil(len(ti) / MAX_POINTS_PER_GROUP)))
@@ -214,28 +255,22 @@ class ODERegressor:
             if key not in seen:
                 seen.add(key)
                 proposals.append((comps, consts))
+        return proposals
 
-        candidates = []
-        for comps, consts in proposals:
-            if time.monotonic() > deadline and candidates:
+    def _pruned(self, best: list[Candidate], fit_data, ndata, held, data, norm, names, deadline) -> list:
+        """The best candidates again without their negligible terms (leftovers of noise fitting)."""
+        from odeformer.sparse import prune_small_terms
+
+        out = []
+        for cand in best:
+            if time.monotonic() > deadline:
                 break
-            if self.refit:
-                fit = refit(comps, consts, fit_data, deadline=deadline)
-            else:
-                fit = Fit(tuple(comps), np.asarray(consts), trajectory_r2(comps, consts, fit_data, deadline))
-            if not np.isfinite(fit.r2):
-                continue
-            candidates.append(self._finish(fit, ndata, held, data, norm, names, deadline))
-        candidates = [cand for cand in candidates if cand is not None]
-        candidates.sort(key=lambda cand: -cand.score)
-        candidates = _distinct(candidates)
-        _mark_pareto(candidates)
-        self.equations_ = candidates[: self.top_k]
-        self.variables_ = names
-        self.normalization_ = norm
-        self.elapsed_s_ = time.monotonic() - start
-        self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
-        return self
+            smaller = prune_small_terms(cand.fit.components, cand.fit.constants, fit_data)
+            if smaller is not None:
+                fit = refit(*smaller, fit_data, deadline=deadline) if self.refit else None
+                if fit is not None and np.isfinite(fit.r2):
+                    out.append(self._finish(fit, ndata, held, data, norm, names, deadline))
+        return [c for c in out if c is not None]
 
     def _finish(self, fit, ndata, held, data, norm, names, deadline) -> Candidate | None:
         preds = [simulate(fit.components, fit.constants, ti, xi[0], deadline) for ti, xi in ndata]
@@ -258,7 +293,7 @@ class ODERegressor:
         complexity = sum(_count_nodes(e) for e in user)
         score = max(r2_held, -1.0) - COMPLEXITY_PENALTY * complexity
         rhs = {n: sp.sstr(e, full_prec=False) for n, e in zip(names, user)}
-        return Candidate(rhs, user, float(r2_all), complexity, float(score))
+        return Candidate(rhs, user, float(r2_all), complexity, float(score), fit=fit)
 
     # --- results
     def _candidate(self, k: int) -> Candidate:

@@ -1,0 +1,219 @@
+"""Sparse-regression proposals (the hybrid source): STLSQ over a library of candidate terms.
+
+The library is built from the checkpoint's grammar (monomials up to degree 3 in the variables, and
+``t`` when the grammar allows it; sin, cos, exp and 1/x of each variable when the grammar has those
+operators) and from the transformer's own proposals: every additive term of a decoded equation,
+with its decoded inner constants, becomes a column too. Each component is regressed on derivatives
+estimated from the smoothed data, for several thresholds; every distinct sparse system becomes a
+candidate ``sum_j C_j * term_j`` that is then refitted and ranked with the transformer's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, to_prefix, var_name
+from odeformer.fitting import Trajectory, estimate_derivatives
+
+THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
+MAX_TERMS = 8
+WINDOWS = (5, 9, 17)
+
+
+@dataclass(frozen=True)
+class Term:
+    tree: Tree
+    consts: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return " ".join(to_prefix(self.tree)) + repr(tuple(round(c, 4) for c in self.consts))
+
+
+def grammar_terms(dim: int, operators: set[str], use_time: bool, degree: int = 3) -> list[Term]:
+    leaves: list[Tree] = [var_name(i) for i in range(dim)] + ([TIME] if use_time else [])
+    out = [Term(leaf) for leaf in leaves]
+    if "mul" in operators:
+        for a, b in itertools.combinations_with_replacement(range(len(leaves)), 2):
+            out.append(Term(("pow2", leaves[a]) if a == b else ("mul", leaves[a], leaves[b])))
+        cubes = itertools.combinations_with_replacement(range(len(leaves)), 3) if degree >= 3 else ()
+        for a, b, c in cubes:
+            if a == b == c:
+                out.append(Term(("pow3", leaves[a])))
+            elif a == b:
+                out.append(Term(("mul", ("pow2", leaves[a]), leaves[c])))
+            elif b == c:
+                out.append(Term(("mul", leaves[a], ("pow2", leaves[b]))))
+            else:
+                out.append(Term(("mul", leaves[a], ("mul", leaves[b], leaves[c]))))
+    for op in ("sin", "cos", "exp", "inv"):
+        if op in operators:
+            out += [Term((op, leaf)) for leaf in leaves]
+    return out
+
+
+def additive_terms(tree: Tree, consts: Sequence[float]) -> list[Term]:
+    """The terms of a decoded sum with their own constants; a leading constant factor is dropped
+    (the regression supplies the coefficient)."""
+    it = iter(consts)
+    out: list[Term] = []
+
+    def take(node: Tree) -> tuple[float, ...]:
+        return tuple(next(it) for _ in range(n_constants(node)))
+
+    def walk(node: Tree) -> None:
+        if not isinstance(node, str) and node[0] in ("add", "sub"):
+            walk(node[1])
+            walk(node[2])
+            return
+        if not isinstance(node, str) and node[0] == "mul" and node[1] == CONST:
+            next(it)
+            node = node[2]
+        if node == CONST:
+            next(it)
+            return
+        out.append(Term(node, take(node)))
+
+    walk(tree)
+    return out
+
+
+def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float, alpha: float = 0.05, iterations: int = 10) -> np.ndarray:
+    """Sequentially thresholded ridge regression (as SINDy's STLSQ) on unit-norm columns; the ridge term
+    keeps correlated columns (x, sin x, x**3...) from trading huge cancelling coefficients. Returns
+    coefficients on the original scale."""
+    norms = np.linalg.norm(theta, axis=0)
+    norms[norms == 0] = 1.0
+    a = theta / norms
+    scale = np.linalg.norm(y) or 1.0
+
+    def ridge(cols: np.ndarray) -> np.ndarray:
+        sub = a[:, cols]
+        return np.linalg.solve(sub.T @ sub + alpha * np.eye(sub.shape[1]), sub.T @ y)
+
+    active = np.ones(a.shape[1], dtype=bool)
+    coef = np.zeros(a.shape[1])
+    for _ in range(iterations):
+        coef[:] = 0.0
+        coef[active] = ridge(active)
+        keep = np.abs(coef) >= threshold * scale
+        if not keep.any():
+            return np.zeros(a.shape[1])
+        if np.array_equal(keep, active):
+            break
+        active = keep
+    coef[:] = 0.0
+    coef[active] = np.linalg.lstsq(a[:, active], y, rcond=None)[0]  # unbiased final values
+    return coef / norms
+
+
+def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
+            proposals: Sequence[tuple[tuple[Tree, ...], Sequence[float]]] = (),
+            max_candidates: int = 8) -> list[tuple[tuple[Tree, ...], list[float]]]:
+    """Candidate systems (components, constants) from STLSQ over three libraries: polynomials; polynomials
+    and the transformer's terms; everything the grammar offers (with ``t`` when it allows)."""
+    dim = data[0][1].shape[1]
+    poly_ops = operators & {"mul"}
+    quadratic = grammar_terms(dim, poly_ops, False, degree=2)
+    polynomial = grammar_terms(dim, poly_ops, False)
+    theirs = []
+    for comps, consts in proposals:
+        offset = 0
+        for comp in comps:
+            k = n_constants(comp)
+            theirs += additive_terms(comp, consts[offset: offset + k])
+            offset += k
+    libraries = [quadratic, polynomial, quadratic + theirs, grammar_terms(dim, operators, use_time) + theirs]
+    ts = np.concatenate([t for t, _ in data])
+    xs = np.concatenate([x for _, x in data])
+    # several smoothing windows: small ones follow fast clean dynamics, large ones average noise away
+    derivatives = [np.concatenate([estimate_derivatives(t, x, w) for t, x in data]) for w in WINDOWS]
+    out, seen = [], set()
+    for library, dxs in itertools.product(libraries, derivatives):
+        terms = list({t.key: t for t in library}.values())
+        with np.errstate(all="ignore"):
+            cols = [np.broadcast_to(evaluate(term.tree, xs, ts, term.consts), len(ts)) for term in terms]
+        theta = np.stack(cols + [np.ones(len(ts))], axis=1)
+        ok = np.all(np.isfinite(theta), axis=0) & (np.abs(theta).max(axis=0) < 1e8)
+        theta, usable = theta[:, ok], [t for t, keep in zip(terms + [None], ok) if keep]
+        for threshold in THRESHOLDS:
+            comps, consts, key, sse, sst, n_terms = [], [], [], 0.0, 0.0, 0
+            for i in range(dim):
+                coef = stlsq(theta, dxs[:, i], threshold)
+                active = np.flatnonzero(coef)
+                if len(active) == 0 or len(active) > MAX_TERMS:
+                    break
+                tree, values = _sum_tree([usable[j] for j in active], coef[active])
+                comps.append(tree)
+                consts += values
+                key.append(tuple(usable[j].key if usable[j] else "1" for j in active))
+                sse += float(np.sum((theta @ coef - dxs[:, i]) ** 2))
+                sst += float(np.sum((dxs[:, i] - dxs[:, i].mean()) ** 2))
+                n_terms += len(active)
+            else:
+                if tuple(key) not in seen:
+                    seen.add(tuple(key))
+                    score = 1.0 - sse / max(sst, 1e-300) - 0.01 * n_terms  # derivative estimates are rough
+                    out.append((score, tuple(comps), consts))
+    # only the most promising go on to the (costly) refitting and ranking
+    out.sort(key=lambda r: -r[0])
+    return [(comps, consts) for _, comps, consts in out[:max_candidates]]
+
+
+def _sum_tree(terms: list, coefs: np.ndarray) -> tuple[Tree, list[float]]:
+    node: Tree | None = None
+    values: list[float] = []
+    for term, c in zip(terms, coefs):
+        piece: Tree = CONST if term is None else ("mul", CONST, term.tree)
+        values += [float(c)] + ([] if term is None else list(term.consts))
+        node = piece if node is None else ("add", node, piece)
+    return node, values
+
+
+def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data: Sequence[Trajectory],
+                      rel: float = 1e-3) -> tuple[tuple[Tree, ...], list[float]] | None:
+    """The system without the additive terms that contribute less than ``rel`` of their component's
+    largest value on the data (left over from a regression that fitted noise); None if none are."""
+    ts = np.concatenate([t for t, _ in data])
+    xs = np.concatenate([x for _, x in data])
+    new_comps, new_consts, dropped = [], [], False
+    offset = 0
+    for comp in components:
+        k = n_constants(comp)
+        mine = list(consts[offset: offset + k])
+        offset += k
+        pieces = _signed_terms(comp, mine)
+        with np.errstate(all="ignore"):
+            values = [np.broadcast_to(evaluate(tree, xs, ts, c), len(ts)) * sign for sign, tree, c in pieces]
+        total = np.max(np.abs(np.sum(values, axis=0))) if values else 0.0
+        keep = [p for p, v in zip(pieces, values) if np.all(np.isfinite(v)) and np.max(np.abs(v)) >= rel * total]
+        if not keep or len(keep) == len(pieces):
+            new_comps.append(comp)
+            new_consts += mine
+            continue
+        dropped = True
+        node: Tree | None = None
+        for sign, tree, c in keep:
+            node = (tree if sign > 0 else ("neg", tree)) if node is None else ("add" if sign > 0 else "sub", node, tree)
+            new_consts += list(c)
+        new_comps.append(node)
+    return (tuple(new_comps), new_consts) if dropped else None
+
+
+def _signed_terms(tree: Tree, consts: list[float]) -> list[tuple[int, Tree, list[float]]]:
+    it = iter(consts)
+    out = []
+
+    def walk(node: Tree, sign: int) -> None:
+        if not isinstance(node, str) and node[0] in ("add", "sub"):
+            walk(node[1], sign)
+            walk(node[2], sign if node[0] == "add" else -sign)
+            return
+        out.append((sign, node, [next(it) for _ in range(n_constants(node))]))
+
+    walk(tree, 1)
+    return out
