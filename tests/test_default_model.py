@@ -44,3 +44,23 @@ def test_transformer_and_refitting_recover_simple_laws(regressor, name, x, law):
     best = regressor.equations_[0]
     assert best.r2 > 0.99, regressor
     assert _skeleton(best.rhs["N"], "N") == _skeleton(law, "N"), regressor
+
+
+def _skeletons(rhs: dict, names: list[str]) -> tuple:
+    syms = {n: sp.Symbol(n) for n in names}
+    table = {syms[n]: f"x_{i}" for i, n in enumerate(names)}
+    return Skeleton(tuple(simplify(from_sympy(sp.expand(sp.parse_expr(rhs[n], local_dict=syms)), table)[0])
+                          for n in names), False).key
+
+
+@pytest.mark.parametrize("name, x, law", [
+    ("decay", 3.0 * np.exp(-0.5 * T)[:, None], {"u": "-0.5*u"}),
+    ("logistic", (5 / (1 + 24 * np.exp(-0.9 * T)))[:, None], {"u": "0.9*u - 0.18*u**2"}),
+    ("harmonic", np.stack([np.cos(2 * T), -2 * np.sin(2 * T)], 1), {"u": "1.0*v", "v": "-4.0*u"}),
+])
+def test_all_sources_recover_simple_laws(name, x, law):
+    names = ["u", "v"][: x.shape[1]]
+    reg = ODERegressor(DEFAULT, time_budget_s=30).fit(T, x, variables=names)
+    best = reg.equations_[0]
+    assert best.r2 > 0.99, reg
+    assert _skeletons(best.rhs, names) == _skeletons(law, names), reg
