@@ -7,6 +7,8 @@ no more than ``dim`` components. ``allowed`` (token ids) restricts operators fur
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from odeformer.model import ODEFormer
@@ -98,9 +100,10 @@ def greedy(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torc
 @torch.no_grad()
 def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torch.Tensor, mask: torch.Tensor,
                 dims: torch.Tensor, beam_size: int, max_len: int | None = None, allowed: torch.Tensor | None = None,
-                length_penalty: float = 1.0) -> list[list[tuple[float, list[int]]]]:
+                length_penalty: float = 1.0, deadline: float | None = None) -> list[list[tuple[float, list[int]]]]:
     """Per input, up to ``beam_size`` finished sequences as (score, ids), best first. The score is the
-    log-probability divided by length**length_penalty. All inputs and beams run as one batch."""
+    log-probability divided by length**length_penalty. All inputs and beams run as one batch. Past
+    ``deadline`` (``time.monotonic()``) the search stops with what has finished."""
     model.eval()
     max_len = max_len or model.config.max_out_len
     n, k = len(points), beam_size
@@ -114,6 +117,8 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     v = len(vocab)
     for step in range(max_len - 1):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         logp = torch.log_softmax(model.decode(seq, None, mem_mask, cache)[:, -1].float(), dim=-1).cpu()
         allowed_now = gm.mask(max_len - seq.shape[1])
         logp[~allowed_now] = -torch.inf

@@ -94,6 +94,8 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     scale = np.maximum(dxs.std(axis=0), 1e-9)
 
     def deriv_residual(c):
+        if time.monotonic() > deadline:
+            raise _Deadline
         with np.errstate(all="ignore"):
             pred = np.stack([np.broadcast_to(evaluate(comp, xs, ts, _component_consts(components, c, i)), len(ts))
                              for i, comp in enumerate(components)], axis=1)
@@ -104,7 +106,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     try:
         stage1 = least_squares(deriv_residual, c0, max_nfev=20 * (len(c0) + 1), method="trf")
         candidates.append(stage1.x)
-    except (ValueError, FloatingPointError):
+    except (_Deadline, ValueError, FloatingPointError):
         pass
     x_scale = np.maximum(xs.std(axis=0), 1e-9)
 

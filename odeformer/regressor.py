@@ -175,8 +175,11 @@ class ODERegressor:
     def fit(self, t, x, variables: Sequence[str] | None = None) -> ODERegressor:
         """Fit one trajectory (``t`` (n,), ``x`` (n,) or (n, d)) or several (lists of those)."""
         start = time.monotonic()
-        deadline = start + self.time_budget_s
         c = self.model_
+        # the budget is shared out: proposals, then refitting, then the final ranking simulations
+        search_deadline = start + 0.4 * self.time_budget_s
+        refit_deadline = start + 0.85 * self.time_budget_s
+        deadline = start + self.time_budget_s
         data = prepare(t, x, c.grammar.max_dim)
         d = data[0][1].shape[1]
         names = list(variables) if variables is not None else [var_name(i) for i in range(d)]
@@ -195,7 +198,8 @@ class ODERegressor:
             fit_data.append((ti[keep], xi[keep]))
             held.append(~keep)
 
-        proposals = self._transformer_proposals(ndata, d, allowed) if "transformer" in self.sources else []
+        proposals = (self._transformer_proposals(ndata, d, allowed, search_deadline)
+                     if "transformer" in self.sources else [])
         if "sparse" in self.sources:
             from odeformer import sparse
 
@@ -206,18 +210,19 @@ class ODERegressor:
 
         candidates: list[Candidate] = []
         for comps, consts in proposals:
-            if time.monotonic() > deadline and candidates:
-                break
+            if time.monotonic() > refit_deadline:
+                break  # the best answer so far is returned
             if self.refit:
-                fit = refit(comps, consts, fit_data, deadline=deadline)
+                fit = refit(comps, consts, fit_data, deadline=refit_deadline)
             else:
-                fit = Fit(tuple(comps), np.asarray(consts), trajectory_r2(comps, consts, fit_data, deadline))
+                fit = Fit(tuple(comps), np.asarray(consts), trajectory_r2(comps, consts, fit_data, refit_deadline))
             if not np.isfinite(fit.r2):
                 continue
             candidates.append(self._finish(fit, ndata, held, data, norm, names, deadline))
         candidates = [cand for cand in candidates if cand is not None]
         candidates.sort(key=lambda cand: -cand.score)
-        candidates += self._pruned(candidates[:3], fit_data, ndata, held, data, norm, names, deadline)
+        candidates += self._pruned(candidates[:3], fit_data, ndata, held, data, norm, names, refit_deadline,
+                                   deadline)
         candidates.sort(key=lambda cand: -cand.score)
         candidates = _distinct(candidates)
         _mark_pareto(candidates)
@@ -228,7 +233,7 @@ class ODERegressor:
         self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
         return self
 
-    def _transformer_proposals(self, ndata, d: int, allowed) -> list:
+    def _transformer_proposals(self, ndata, d: int, allowed, deadline: float) -> list:
         """Beam-search proposals, de-duplicated by their skeleton, best first."""
         c = self.model_
         examples = []
@@ -244,7 +249,8 @@ class ODERegressor:
         batch = {k: v.to(self.device) for k, v in collate(examples).items()}
         with torch.inference_mode():
             beams = beam_search(c.model, c.vocab, batch["points"], batch["traj"], batch["mask"],
-                                torch.full((len(examples),), d), self.beam_size, allowed=allowed)
+                                torch.full((len(examples),), d), self.beam_size, allowed=allowed,
+                                deadline=deadline)
         proposals, seen = [], set()
         for _, seq in sorted((r for group in beams for r in group), key=lambda r: -r[0]):
             try:
@@ -257,17 +263,18 @@ class ODERegressor:
                 proposals.append((comps, consts))
         return proposals
 
-    def _pruned(self, best: list[Candidate], fit_data, ndata, held, data, norm, names, deadline) -> list:
+    def _pruned(self, best: list[Candidate], fit_data, ndata, held, data, norm, names, refit_deadline,
+                deadline) -> list:
         """The best candidates again without their negligible terms (leftovers of noise fitting)."""
         from odeformer.sparse import prune_small_terms
 
         out = []
         for cand in best:
-            if time.monotonic() > deadline:
+            if time.monotonic() > refit_deadline:
                 break
             smaller = prune_small_terms(cand.fit.components, cand.fit.constants, fit_data)
             if smaller is not None:
-                fit = refit(*smaller, fit_data, deadline=deadline) if self.refit else None
+                fit = refit(*smaller, fit_data, deadline=refit_deadline) if self.refit else None
                 if fit is not None and np.isfinite(fit.r2):
                     out.append(self._finish(fit, ndata, held, data, norm, names, deadline))
         return [c for c in out if c is not None]

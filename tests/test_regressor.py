@@ -104,3 +104,20 @@ def test_a_restricted_grammar_restricts_decoding(tmp_path):
         for e in cand.expressions:
             assert not e.atoms(sp.Function)
             assert all(p.exp.is_Integer and p.exp > 0 for p in e.atoms(sp.Pow))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_time_budget_holds_on_pathological_inputs(seed):
+    """Noise, huge magnitudes, three variables: the fit returns within the budget (+1 s)."""
+    import time
+
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, 100, 400))
+    x = rng.standard_normal((400, 3)) * np.array([1e-6, 1.0, 1e6])
+    reg = ODERegressor(TEST_CKPT, beam_size=16, time_budget_s=2.0)
+    reg.fit(T, np.exp(-T))  # load and warm up, as the server does at start-up
+    start = time.monotonic()
+    reg.fit(t, x)
+    assert time.monotonic() - start < 3.0
+    for cand in reg.equations_:
+        assert np.isfinite(cand.r2)
