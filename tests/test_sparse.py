@@ -44,3 +44,23 @@ def test_sparse_source_alone_recovers_lotka_volterra():
     got = [sp.Poly(sp.parse_expr(best.rhs[n], local_dict={"u": u, "v": v}), u, v) for n in ("u", "v")]
     assert set(got[0].monoms()) == {(1, 0), (1, 1)} and set(got[1].monoms()) == {(0, 1), (1, 1)}, best.rhs
     np.testing.assert_allclose(float(got[0].coeff_monomial(u * v)), -1.45, rtol=1e-3)
+
+
+def test_forced_system_gets_a_time_dependent_law():
+    """x' = -0.5 x + sin(t): candidates may use t and are integrated as non-autonomous systems."""
+    from pathlib import Path
+
+    import sympy as sp
+
+    from odeformer import ODERegressor
+
+    t = np.linspace(0, 10, 120)
+    x = solve_ivp(lambda tt, y: [-0.5 * y[0] + np.sin(tt)], (0, 10), [1.0], t_eval=t, rtol=1e-10, atol=1e-12).y.T
+    ckpt = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+    reg = ODERegressor(ckpt, sources=("sparse",), time_budget_s=30).fit(t + 100.0, x)  # and a shifted clock
+    best = reg.equations_[0]
+    assert best.r2 > 0.999, reg
+    expr = sp.parse_expr(best.rhs["x_0"], local_dict={"x_0": sp.Symbol("x_0"), "t": sp.Symbol("t")})
+    assert sp.Symbol("t") in expr.free_symbols
+    pred = reg.predict(t + 100.0, x[0])
+    assert np.abs(pred - x).max() < 0.05
