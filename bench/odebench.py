@@ -141,7 +141,9 @@ def summarise(rows: list[dict]) -> dict:
                 "seconds_per_system": float(np.mean([r.get("seconds", 0.0) for r in rs]))}
 
     out: dict = {}
-    for key in sorted({(r["variant"], r["sigma"], r["drop"]) for r in rows}):
+    order = {"transformer": 0, "transformer+refit": 1, "hybrid": 2}
+    for key in sorted({(r["variant"], r["sigma"], r["drop"]) for r in rows}, key=lambda k: (k[1], k[2],
+                                                                                          order.get(k[0], 9))):
         rs = [r for r in rows if (r["variant"], r["sigma"], r["drop"]) == key]
         name = f"{key[0]} sigma={key[1]} drop={key[2]}"
         out[name] = {"all": block(rs)} | {f"dim{d}": block([r for r in rs if r["dim"] == d])
@@ -156,9 +158,13 @@ def markdown(summary: dict) -> str:
         variant, sigma, drop = name.split(" ")
         a = blocks["all"]
         lines.append(f"| {variant} | {sigma.split('=')[1]} | {drop.split('=')[1]} | {a['recon_acc']:.2f} | "
-                     f"{a['gen_acc']:.2f} | {a['median_r2_recon']:.3f} | {a['structure']:.2f} | "
+                     f"{a['gen_acc']:.2f} | {_fmt_r2(a['median_r2_recon'])} | {a['structure']:.2f} | "
                      f"{a['seconds_per_system']:.1f} |")
     return "\n".join(lines)
+
+
+def _fmt_r2(v: float) -> str:
+    return "< -1" if v < -1 else f"{v:.3f}"
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -189,7 +195,8 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="default: the default checkpoint")
     p.add_argument("--beam-size", type=int, default=16)
     p.add_argument("--time-budget", type=float, default=10.0)
-    p.add_argument("--ablation", action="store_true", help="also run without constant refitting")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the transformer alone, without and with constant refitting")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -198,9 +205,10 @@ def main() -> None:
     checkpoint = str(args.checkpoint or ckpt.default_path())
     systems = load_systems(args.quick)
     settings = QUICK_SETTINGS if args.quick else SETTINGS
-    variants = {"full": {}}
+    variants = {"hybrid": {}}  # transformer + sparse-regression proposals, constants refitted
     if args.ablation:
-        variants["no-refit"] = {"refit": False}
+        variants = {"transformer": {"sources": ["transformer"], "refit": False},
+                    "transformer+refit": {"sources": ["transformer"]}, **variants}
     jobs = [{"system": s, "sigma": sg, "drop": dr, "checkpoint": checkpoint, "variant": v,
              "options": {"beam_size": args.beam_size, "time_budget_s": args.time_budget, **o}}
             for v, o in variants.items() for sg, dr in settings for s in systems]

@@ -307,7 +307,8 @@ def python_rhs(components: Sequence[Tree], consts: Sequence[float]):
     def src(node: Tree) -> str:
         if isinstance(node, str):
             if node == CONST:
-                return repr(float(next(it)))
+                v = float(next(it))
+                return repr(v) if math.isfinite(v) else ("_nan" if v != v else ("_inf" if v > 0 else "(-_inf)"))
             if node == TIME:
                 return "t"
             if is_var(node):
@@ -319,4 +320,5 @@ def python_rhs(components: Sequence[Tree], consts: Sequence[float]):
 
     body = ", ".join(src(c) for c in components)
     code = compile(f"lambda t, y: [{body}]", "<odeformer rhs>", "eval")
-    return eval(code, {"_np": np, "__builtins__": {}})  # noqa: S307 - source built from our own token table
+    return eval(code, {"_np": np, "_nan": math.nan, "_inf": math.inf,  # noqa: S307 - our own token table
+                       "__builtins__": {}})

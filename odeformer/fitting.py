@@ -119,13 +119,16 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
             out.append(((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3))
         return np.concatenate(out)
 
+    candidates = [c for c in candidates if np.all(np.isfinite(c))]
+    if not candidates:
+        return Fit(components, c0, -np.inf)
     scored = [(trajectory_r2(components, c, data, deadline), i) for i, c in enumerate(candidates)]
     r2, i = max(scored)
     if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
     try:
         stage2 = least_squares(traj_residual, candidates[i], max_nfev=max_nfev, method="trf")
-        r2_2 = trajectory_r2(components, stage2.x, data, deadline)
+        r2_2 = trajectory_r2(components, stage2.x, data, deadline) if np.all(np.isfinite(stage2.x)) else -np.inf
         if r2_2 > r2:
             return Fit(components, stage2.x, r2_2)
     except (_Deadline, ValueError, FloatingPointError):

@@ -44,7 +44,7 @@ def test_corruption_is_seeded_and_drops_points():
 def test_harness_end_to_end_on_three_systems():
     systems = [s for s in ob.load_systems(False) if s["id"] in (2, 24, 52)]
     ckpt = str(ROOT / "tests" / "data" / "test_checkpoint")
-    rows = [ob.run_one({"system": s, "sigma": 0.01, "drop": 0.5, "checkpoint": ckpt, "variant": "full",
+    rows = [ob.run_one({"system": s, "sigma": 0.01, "drop": 0.5, "checkpoint": ckpt, "variant": "hybrid",
                         "options": {"beam_size": 4, "time_budget_s": 4}}) for s in systems]
     assert [r["dim"] for r in rows] == [1, 2, 3]
     for r in rows:
@@ -52,5 +52,5 @@ def test_harness_end_to_end_on_three_systems():
         assert isinstance(r["r2_recon"], float) and isinstance(r["structure"], bool)
     summary = ob.summarise(rows)
     table = ob.markdown(summary)
-    assert "| full | 0.01 | 0.5 |" in table
-    assert set(summary["full sigma=0.01 drop=0.5"]) == {"all", "dim1", "dim2", "dim3"}
+    assert "| hybrid | 0.01 | 0.5 |" in table
+    assert set(summary["hybrid sigma=0.01 drop=0.5"]) == {"all", "dim1", "dim2", "dim3"}
