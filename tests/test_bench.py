@@ -19,7 +19,7 @@ def test_scorer_perfect_wrong_and_failing_candidates():
     assert ob.r2(clean, ob.integrate(f, [2.0])) == 1.0
     wrong = ob.integrate(ob.lambdify_system(["-0.1*x_0"], 1), [2.0])
     assert ob.r2(clean, wrong) < 0.9
-    blowup = ob.integrate(ob.lambdify_system(["x_0**2"], 1), [2.0])  # singular at t = 0.5
+    blowup = ob.integrate(ob.lambdify_system(["x_0**2"], 1), [2.0], max_seconds=2.0)  # singular at t = 0.5
     assert blowup is None and ob.r2(clean, blowup) == -np.inf
 
 
