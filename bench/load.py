@@ -15,6 +15,7 @@ import multiprocessing as mp
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,8 +80,18 @@ def main() -> None:
                 time.sleep(0.5)
         rss_start = _rss_mb(server.pid)
         start = time.monotonic()
+        samples: list = []
+        stop = threading.Event()
+
+        def sample_memory():
+            while not stop.wait(5.0):
+                samples.append((round(time.monotonic() - start, 1), round(_rss_mb(server.pid), 1)))
+
+        sampler = threading.Thread(target=sample_memory, daemon=True)
+        sampler.start()
         with mp.get_context("spawn").Pool(1) as pool:  # the clients live in a second process
             results = pool.apply(_threads, ((url, args.seconds, args.max_requests, args.clients),))
+        stop.set()
         elapsed = time.monotonic() - start
         rss_end = _rss_mb(server.pid)
     finally:
@@ -95,7 +106,8 @@ def main() -> None:
               "ok": int(len(lat)), "requests_per_s": round(len(lat) / elapsed, 2),
               "p50_s": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
               "p95_s": round(float(np.percentile(lat, 95)), 3) if len(lat) else None,
-              "errors": errors, "server_rss_mb_start": round(rss_start, 1), "server_rss_mb_end": round(rss_end, 1)}
+              "errors": errors, "server_rss_mb_start": round(rss_start, 1), "server_rss_mb_end": round(rss_end, 1),
+              "server_rss_mb_every_5s": samples}
     print(json.dumps(report, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
