@@ -36,12 +36,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from odeformer import train
 
     try:
-        cfg = train.load_config(args.preset, args.set)
+        cfg = train.config_from_args(args)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    for key in ("out", "init", "grammar", "data"):
-        if getattr(args, key):
-            cfg[key] = getattr(args, key)
     if not cfg["out"]:
         raise UsageError("--out is required")
     train.train(cfg)

@@ -279,13 +279,6 @@ def from_sympy(expr: sp.Expr, names: dict[sp.Symbol, str]) -> tuple[Tree, list[f
     return tree, consts
 
 
-def format_float(v: float) -> str:
-    """A float as text that SymPy parses back to the same float (never an integer literal)."""
-    if not math.isfinite(v):
-        raise ValueError(f"non-finite constant {v}")
-    return repr(float(v))
-
-
 _PY_UNARY = {
     "neg": "(-{})", "inv": "(1.0/{})", "sqrt": "_np.sqrt({})", "pow2": "({}**2)", "pow3": "({}**3)",
     "exp": "_np.exp({})", "log": "_np.log({})", "sin": "_np.sin({})", "cos": "_np.cos({})", "tan": "_np.tan({})",

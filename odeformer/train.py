@@ -299,17 +299,17 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_from_args(args)
-
-
-def run_from_args(args) -> int:
+def config_from_args(args) -> dict:
+    """The run's config: preset, then ``--set`` overrides, then the path flags."""
     cfg = load_config(args.preset, args.set)
     for key in ("out", "init", "grammar", "data"):
         if getattr(args, key, None):
             cfg[key] = getattr(args, key)
-    train(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(config_from_args(build_parser().parse_args(argv)))
     return 0
 
 
