@@ -6,9 +6,10 @@
     model.equations_[0].rhs                     # {"S": "...", "I": "..."}
     model.predict(t_new, x0)                    # simulate the best candidate
 
-Pipeline: validate and sort the data (DESIGN.md 3.1) -> normalise into the training frame -> beam
-search -> de-duplicate skeletons -> refit constants (derivatives, then trajectories) on most points ->
-rank on the held-out points with a complexity penalty -> map back to the user's units.
+Pipeline: validate and sort the data (DESIGN.md 3.1) -> normalise into the training frame -> proposals
+from beam search and from sparse regression (``sources``) -> de-duplicate -> refit constants
+(derivatives, then trajectories) on most points -> rank on the held-out points with a complexity
+penalty, re-try the best without negligible terms -> map back to the user's units.
 """
 
 from __future__ import annotations
