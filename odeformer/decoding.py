@@ -83,11 +83,12 @@ def greedy(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torc
     model.eval()
     max_len = max_len or model.config.max_out_len
     cache = model.cross_cache(model.encode(points, traj, mask))
+    pasts: list[dict] = [{} for _ in model.decoder]
     n = len(points)
     seq = torch.full((n, 1), vocab.bos_id, dtype=torch.long, device=points.device)
     gm = GrammarMask(vocab, dims.cpu())
     while seq.shape[1] < max_len:
-        logits = model.decode(seq, None, mask, cache)[:, -1].float().cpu()
+        logits = model.decode_step(seq, mask, cache, pasts).float().cpu()
         logits[~gm.mask(max_len - seq.shape[1])] = -torch.inf
         tok = logits.argmax(-1)
         gm.update(tok)
@@ -108,6 +109,7 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     max_len = max_len or model.config.max_out_len
     n, k = len(points), beam_size
     cache = model.cross_cache(model.encode(points, traj, mask), repeat=k)
+    pasts: list[dict] = [{} for _ in model.decoder]  # self-attention keys/values, reordered with the beams
     mem_mask = mask.repeat_interleave(k, dim=0)
     seq = torch.full((n * k, 1), vocab.bos_id, dtype=torch.long, device=points.device)
     score = torch.full((n, k), -torch.inf)
@@ -119,7 +121,7 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     for step in range(max_len - 1):
         if deadline is not None and time.monotonic() > deadline:
             break
-        logp = torch.log_softmax(model.decode(seq, None, mem_mask, cache)[:, -1].float(), dim=-1).cpu()
+        logp = torch.log_softmax(model.decode_step(seq, mem_mask, cache, pasts).float(), dim=-1).cpu()
         allowed_now = gm.mask(max_len - seq.shape[1])
         logp[~allowed_now] = -torch.inf
         done = gm.done
@@ -132,6 +134,8 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
         gm.select(parent)
         gm.update(tok)
         seq = torch.cat([seq[parent.to(seq.device)], tok[:, None].to(seq.device)], dim=1)
+        for past in pasts:
+            past["k"], past["v"] = past["k"][parent.to(seq.device)], past["v"][parent.to(seq.device)]
         score = top.clone()
         ended = (tok == vocab.eos_id) & torch.isfinite(top)
         for row in torch.nonzero(ended).flatten().tolist():

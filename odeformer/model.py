@@ -82,9 +82,18 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(c.d_model, c.d_ff, c.dropout)
 
     def forward(self, y: torch.Tensor, mem: torch.Tensor | None, mem_mask: torch.Tensor,
-                cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None, past: dict | None = None) -> torch.Tensor:
+        """``past`` (incremental decoding): ``y`` holds only the newest position; its keys and values are
+        appended to ``past["k"]``, ``past["v"]`` and it attends to all of them."""
         h = self.ln1(y)
-        y = y + self.self_attn(h, h, causal=True)
+        if past is None:
+            y = y + self.self_attn(h, h, causal=True)
+        else:
+            k, v = self.self_attn.keys_values(h)
+            if "k" in past:
+                k, v = torch.cat([past["k"], k], dim=2), torch.cat([past["v"], v], dim=2)
+            past["k"], past["v"] = k, v
+            y = y + self.self_attn(h, None, kv=(k, v))
         y = y + self.cross_attn(self.ln2(y), mem, mem_mask, kv=cross_kv)
         return y + self.mlp(self.ln3(y))
 
@@ -143,6 +152,17 @@ class ODEFormer(nn.Module):
         for i, block in enumerate(self.decoder):
             y = block(y, mem, mask, cross_kv=cache[i] if cache is not None else None)
         return self.ln_dec(y) @ self.embed_tokens.weight.T  # tied output layer
+
+    def decode_step(self, tokens: torch.Tensor, point_mask: torch.Tensor, cache: list,
+                    pasts: list[dict]) -> torch.Tensor:
+        """Logits for the next token after ``tokens`` (b, n), reusing ``pasts`` (one dict per decoder
+        layer, filled here) for the first n-1 positions: each step costs one position, not n."""
+        n = tokens.shape[1]
+        y = self.embed_tokens(tokens[:, -1:]) + self.embed_pos(torch.tensor([n - 1], device=tokens.device))
+        mask = self._key_mask(point_mask)
+        for i, block in enumerate(self.decoder):
+            y = block(y, None, mask, cross_kv=cache[i], past=pasts[i])
+        return (self.ln_dec(y) @ self.embed_tokens.weight.T)[:, -1]
 
     def forward(self, points: torch.Tensor, traj: torch.Tensor, point_mask: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:

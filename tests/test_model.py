@@ -171,3 +171,18 @@ def test_large_checkpoints_are_sharded_under_15_mib(tmp_path, monkeypatch):
     assert len(cfg["weights"]) > 1 and (path / "model.safetensors.index.json").is_file()
     assert all((path / f).stat().st_size <= 50_000 + 20_000 for f in cfg["weights"])
     ckpt.load(path)
+
+
+def test_incremental_decoding_matches_full_decoding():
+    model = _tiny_model(d_model=64, layers=2).eval()
+    examples, _ = _examples(n_systems=2, per=1)
+    b = collate(examples)
+    with torch.no_grad():
+        mem = model.encode(b["points"], b["traj"], b["mask"])
+        cache = model.cross_cache(mem)
+        seq = b["tokens"][:, :8]
+        full = model.decode(seq, mem, b["mask"])
+        pasts = [{} for _ in model.decoder]
+        for i in range(seq.shape[1]):
+            torch.testing.assert_close(model.decode_step(seq[:, : i + 1], b["mask"], cache, pasts), full[:, i],
+                                       atol=1e-5, rtol=1e-4)
