@@ -147,6 +147,16 @@ def n_constants(tree: Tree) -> int:
     return sum(1 for leaf in leaves(tree) if leaf == CONST)
 
 
+def split_constants(components: Sequence[Tree], consts: Sequence[float]) -> list:
+    """The constants of each component (they are numbered in prefix order across the components)."""
+    out, start = [], 0
+    for comp in components:
+        k = n_constants(comp)
+        out.append(consts[start: start + k])
+        start += k
+    return out
+
+
 def variables_used(tree: Tree) -> set[str]:
     return {leaf for leaf in leaves(tree) if is_var(leaf)}
 

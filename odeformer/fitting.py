@@ -17,7 +17,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
 from scipy.signal import savgol_filter
 
-from odeformer.expressions import Tree, evaluate, python_rhs
+from odeformer.expressions import Tree, evaluate, python_rhs, split_constants
 from odeformer.metrics import r2_score
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
@@ -97,8 +97,8 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         if time.monotonic() > deadline:
             raise _Deadline
         with np.errstate(all="ignore"):
-            pred = np.stack([np.broadcast_to(evaluate(comp, xs, ts, _component_consts(components, c, i)), len(ts))
-                             for i, comp in enumerate(components)], axis=1)
+            pred = np.stack([np.broadcast_to(evaluate(comp, xs, ts, cc), len(ts))
+                             for comp, cc in zip(components, split_constants(components, c))], axis=1)
         r = ((pred - dxs) / scale).ravel()
         return np.where(np.isfinite(r), r, 1e3)
 
@@ -135,10 +135,3 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         pass
     return Fit(components, candidates[i], r2)
 
-
-def _component_consts(components: Sequence[Tree], consts: np.ndarray, i: int) -> np.ndarray:
-    """The constants of component ``i`` (constants are numbered in prefix order across components)."""
-    from odeformer.expressions import n_constants
-
-    start = sum(n_constants(c) for c in components[:i])
-    return consts[start: start + n_constants(components[i])]

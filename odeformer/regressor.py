@@ -24,10 +24,12 @@ import numpy as np
 import sympy as sp
 import torch
 
+from data_gen.simplify import key as skeleton_key
+from data_gen.simplify import simplify
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search
 from odeformer.encoding import Normalization, encode_points
-from odeformer.expressions import to_sympy, var_name
+from odeformer.expressions import split_constants, to_sympy, var_name
 from odeformer.fitting import Fit, refit, simulate, trajectory_r2
 from odeformer.metrics import r2_score
 from odeformer.samples import Example, collate
@@ -258,7 +260,7 @@ class ODERegressor:
                 comps, consts = c.vocab.decode(seq)
             except ValueError:
                 continue
-            key = tuple(str(to_sympy(cp)) for cp in comps)
+            key = tuple(skeleton_key(simplify(cp)) for cp in comps)  # microseconds, no SymPy
             if key not in seen:
                 seen.add(key)
                 proposals.append((comps, consts))
@@ -293,7 +295,7 @@ class ODERegressor:
             return None
         x_syms = [sp.Symbol(var_name(i)) for i in range(len(names))]
         t_sym = sp.Symbol("t")
-        exprs = [to_sympy(comp, _consts_of(fit.components, fit.constants, i)) for i, comp in enumerate(fit.components)]
+        exprs = [to_sympy(comp, cc) for comp, cc in zip(fit.components, split_constants(fit.components, fit.constants))]
         user = norm.invert(exprs, x_syms, t_sym)
         rename = {xs: sp.Symbol(n) for xs, n in zip(x_syms, names)}
         user = [sp.expand(e.xreplace(rename)) if _small(e) else e.xreplace(rename) for e in user]
@@ -343,13 +345,6 @@ class ODERegressor:
 
     def print(self) -> None:
         print(self)
-
-
-def _consts_of(components, consts, i):
-    from odeformer.expressions import n_constants
-
-    start = sum(n_constants(c) for c in components[:i])
-    return consts[start: start + n_constants(components[i])]
 
 
 def _small(e: sp.Expr) -> bool:

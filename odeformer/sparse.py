@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, to_prefix, var_name
+from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants, to_prefix, var_name
 from odeformer.fitting import Trajectory, estimate_derivatives
 
 THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
@@ -58,27 +58,13 @@ def grammar_terms(dim: int, operators: set[str], use_time: bool, degree: int = 3
 
 def additive_terms(tree: Tree, consts: Sequence[float]) -> list[Term]:
     """The terms of a decoded sum with their own constants; a leading constant factor is dropped
-    (the regression supplies the coefficient)."""
-    it = iter(consts)
-    out: list[Term] = []
-
-    def take(node: Tree) -> tuple[float, ...]:
-        return tuple(next(it) for _ in range(n_constants(node)))
-
-    def walk(node: Tree) -> None:
-        if not isinstance(node, str) and node[0] in ("add", "sub"):
-            walk(node[1])
-            walk(node[2])
-            return
+    (the regression supplies the coefficient), and so are constant terms."""
+    out = []
+    for _, node, cs in _signed_terms(tree, list(consts)):
         if not isinstance(node, str) and node[0] == "mul" and node[1] == CONST:
-            next(it)
-            node = node[2]
-        if node == CONST:
-            next(it)
-            return
-        out.append(Term(node, take(node)))
-
-    walk(tree)
+            node, cs = node[2], cs[1:]
+        if node != CONST:
+            out.append(Term(node, tuple(cs)))
     return out
 
 
@@ -122,11 +108,8 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
     polynomial = grammar_terms(dim, poly_ops, False)
     theirs = []
     for comps, consts in proposals:
-        offset = 0
-        for comp in comps:
-            k = n_constants(comp)
-            theirs += additive_terms(comp, consts[offset: offset + k])
-            offset += k
+        for comp, cs in zip(comps, split_constants(comps, consts)):
+            theirs += additive_terms(comp, cs)
     libraries = [quadratic, polynomial, quadratic + theirs, grammar_terms(dim, operators, use_time) + theirs]
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
@@ -181,11 +164,7 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
     new_comps, new_consts, dropped = [], [], False
-    offset = 0
-    for comp in components:
-        k = n_constants(comp)
-        mine = list(consts[offset: offset + k])
-        offset += k
+    for comp, mine in zip(components, split_constants(components, list(consts))):
         pieces = _signed_terms(comp, mine)
         with np.errstate(all="ignore"):
             values = [np.broadcast_to(evaluate(tree, xs, ts, c), len(ts)) * sign for sign, tree, c in pieces]

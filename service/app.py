@@ -158,10 +158,6 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         return state["ckpt"]
 
     def make_regressor(c, opts: schemas.FitOptions) -> ODERegressor:
-        if opts.allowed_operators is not None:
-            unknown = set(opts.allowed_operators) - c.grammar.output_operators
-            if unknown:
-                raise HTTPException(422, f"options.allowed_operators: unknown {sorted(unknown)}")
         return ODERegressor.from_checkpoint(c, beam_size=opts.beam_size, top_k=opts.top_k,
                                             time_budget_s=opts.time_budget_s,
                                             allowed_operators=opts.allowed_operators)
