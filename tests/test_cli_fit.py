@@ -110,3 +110,13 @@ def test_trajectories_and_unsorted_times_are_grouped_and_sorted():
     assert system.error is None and len(system.trajectories) == 2
     t, x = system.trajectories[0]
     assert list(t) == [0, 1, 2, 3, 4] and list(x[:, 0]) == [7, 6, 5, 4, 3]
+
+
+def test_workers_fit_systems_in_parallel_processes(tmp_path, files):
+    _, multi = files
+    out = tmp_path / "par.jsonl"
+    proc = _fit(multi, "-o", out, "--workers", "2")
+    assert proc.returncode == 1, proc.stderr  # the broken system still fails, the others are answered
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["system"] for r in results] == ["osc", "grow", "broken"]
+    assert all(r["candidates"] for r in results[:2]) and results[2]["error"]
