@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from odeformer.grammar import default_grammar  # noqa: E402
-from odeformer.samples import stream_batches  # noqa: E402
+from odeformer.samples import _batches_job, batch_to, stream_batches  # noqa: E402
 from odeformer.tokens import Vocabulary  # noqa: E402
 from odeformer.train import build_model, load_config, train_step  # noqa: E402
 
@@ -54,7 +55,7 @@ def main() -> None:
     model = build_model(cfg, grammar, vocab).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = stream_batches(grammar, vocab, 12345, args.workers, cfg["samples_per_system"], model.config.max_out_len,
-                          cfg["batch_size"])
+                          cfg["batch_size"], pin_memory=bf16)
 
     def run(next_batch, seconds: float) -> float:
         warm = time.perf_counter()
@@ -73,7 +74,7 @@ def main() -> None:
         return n / (time.perf_counter() - start)
 
     def live():
-        return {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+        return batch_to(next(data), device)
 
     def generator_alone(seconds: float) -> float:
         n, start = 0, time.perf_counter()
@@ -81,6 +82,18 @@ def main() -> None:
             n += len(next(data)["tokens"])
         return n / (time.perf_counter() - start)
 
+    def one_process(seconds: float) -> float:
+        """The generator's own rate in this process: what one worker can give at best."""
+        job = (grammar.to_json(), 12345, 10**6, list(vocab.tokens), cfg["samples_per_system"],
+               model.config.max_out_len, cfg["batch_size"])
+        _batches_job(job)  # compiled (or loaded from numba's cache)
+        n, start, i = 0, time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            n += sum(len(b["tokens"]) for b in _batches_job(job[:2] + (10**6 + i,) + job[3:]))
+            i += 1
+        return n / (time.perf_counter() - start)
+
+    per_process = one_process(min(5.0, args.seconds / 4))
     gen_only = generator_alone(min(5.0, args.seconds / 4))  # also waits for the workers to start
     gen_only = generator_alone(args.seconds / 2)
     with_gen = run(live, args.seconds)
@@ -94,7 +107,9 @@ def main() -> None:
     result = {"preset": args.preset, "device": torch.cuda.get_device_name() if bf16 else "cpu",
               "workers": args.workers, "batch_size": cfg["batch_size"], "params": model.n_params(),
               "model_alone_samples_per_s": round(alone, 1), "with_generator_samples_per_s": round(with_gen, 1),
-              "generator_alone_samples_per_s": round(gen_only, 1), "cpu_count": os.cpu_count(),
+              "generator_alone_samples_per_s": round(gen_only, 1),
+              "one_process_generator_samples_per_s": round(per_process, 1), "kernel": platform.release(),
+              "cpu_count": os.cpu_count(),
               "cpu_affinity": len(os.sched_getaffinity(0)), "cgroup_cpu_max": _cpu_max(),
               "ratio": round(with_gen / alone, 3)}
     print(json.dumps(result))

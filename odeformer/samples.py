@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from data_gen.corrupt import corrupt
-from data_gen.pipeline import System, generate_chunk, ordered_map
+from data_gen.pipeline import System, generate_chunk
 from odeformer.encoding import encode_points
 from odeformer.grammar import Grammar
 from odeformer.tokens import Vocabulary
@@ -63,19 +65,76 @@ def _batches_job(args) -> list[dict]:
     for i in range(0, len(order), batch_size):
         part = order[i: i + batch_size]
         if len(part) >= batch_size // 4:  # a small remainder is dropped rather than sent as a tiny batch
-            out.append(collate_numpy([examples[j] for j in part]))
+            out.append(collate_numpy([examples[j] for j in part], compact=True))
     return out
 
 
+class ChunkBatches(torch.utils.data.IterableDataset):
+    """Endless training batches: chunk indices ``start + step * (w + n * k)`` for ``k = 0, 1, ...`` in
+    loader worker ``w`` of ``n`` (one worker: every chunk in turn). The loader interleaves its workers
+    round-robin, so the stream is the same from run to run for a given number of workers."""
+
+    def __init__(self, grammar: Grammar, vocab: Vocabulary, seed: int, per_system: int, max_len: int,
+                 batch_size: int, start: int = 0, step: int = 1):
+        super().__init__()
+        self.job = (grammar.to_json(), seed, list(vocab.tokens), per_system, max_len, batch_size)
+        self.start, self.step = start, step
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        grammar_json, seed, tokens, per_system, max_len, batch_size = self.job
+        for k in itertools.count():
+            index = self.start + self.step * (w + n * k)
+            for batch in _batches_job((grammar_json, seed, index, tokens, per_system, max_len, batch_size)):
+                yield {key: torch.from_numpy(v) for key, v in batch.items()}
+
+
+def _init_loader_worker(_: int) -> None:
+    torch.set_num_threads(1)  # one core per generator process: there are as many processes as cores
+
+
+@contextmanager
+def _single_threaded_children():
+    """Thread-pool variables the spawned workers read at start-up (a set value would be inherited)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int, per_system: int, max_len: int,
-                   batch_size: int, start: int = 0, step: int = 1) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless training batches from chunks ``start, start+step, ...`` made by ``workers`` processes
-    (0: in this process)."""
-    jobs = ((grammar.to_json(), seed, i, list(vocab.tokens), per_system, max_len, batch_size)
-            for i in itertools.count(start, step))
-    for group in ordered_map(_batches_job, jobs, workers, inline_single=False):
-        for batch in group:
-            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+                   batch_size: int, start: int = 0, step: int = 1,
+                   pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless training batches made by ``workers`` processes (0: in this process), compact dtypes
+    (see :func:`batch_to`). A ``torch.utils.data.DataLoader`` moves them: the workers' tensors travel
+    through shared memory rather than being pickled through a pipe, which the trainer's process
+    could not unpickle fast enough to feed a GPU."""
+    data = ChunkBatches(grammar, vocab, seed, per_system, max_len, batch_size, start, step)
+    kwargs = dict(multiprocessing_context="spawn", worker_init_fn=_init_loader_worker, prefetch_factor=4) \
+        if workers > 0 else {}
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                                         **kwargs)
+    with _single_threaded_children():
+        it = iter(loader)
+    return it
+
+
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """A batch on ``device`` in the dtypes the model takes (streams carry float16 points and small
+    integers to halve what crosses between processes; bf16 autocast rounds the points harder anyway)."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["points"] = out["points"].float()
+    out["traj"] = out["traj"].long()
+    out["tokens"] = out["tokens"].long()
+    return out
 
 
 def shard_batches(data_dir: str, grammar: Grammar, vocab: Vocabulary, per_system: int, max_len: int,
@@ -133,16 +192,17 @@ def collate(examples: list[Example]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in collate_numpy(examples).items()}
 
 
-def collate_numpy(examples: list[Example]) -> dict[str, np.ndarray]:
-    """Pad to the longest point set and token sequence of the batch."""
+def collate_numpy(examples: list[Example], compact: bool = False) -> dict[str, np.ndarray]:
+    """Pad to the longest point set and token sequence of the batch; ``compact``: float16 points and
+    small integer types, for moving between processes (:func:`batch_to` restores the model's)."""
     b = len(examples)
     n = max(len(e.points) for e in examples)
     length = max(len(e.tokens) for e in examples)
     f = examples[0].points.shape[1]
-    points = np.zeros((b, n, f), dtype=np.float32)
-    traj = np.zeros((b, n), dtype=np.int64)
+    points = np.zeros((b, n, f), dtype=np.float16 if compact else np.float32)
+    traj = np.zeros((b, n), dtype=np.int8 if compact else np.int64)
     mask = np.zeros((b, n), dtype=bool)
-    tokens = np.zeros((b, length), dtype=np.int64)  # 0 is <pad>
+    tokens = np.zeros((b, length), dtype=np.int16 if compact else np.int64)  # 0 is <pad>
     for i, e in enumerate(examples):
         k = len(e.points)
         points[i, :k] = e.points

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from odeformer.expressions import CONST, Tree, arity, from_prefix, to_prefix, var_name
 
@@ -60,7 +61,7 @@ class Vocabulary:
     @property
     def max_dim(self) -> int:
         """Number of state variables the vocabulary can write (and the model's inputs are sized for)."""
-        return sum(1 for tok in self.tokens if tok.startswith("x_"))
+        return _max_dim(self.tokens)
 
     @property
     def index(self) -> dict[str, int]:
@@ -147,6 +148,11 @@ class Vocabulary:
 
 
 _INDEX_CACHE: dict[tuple, dict[str, int]] = {}
+
+
+@lru_cache(maxsize=64)
+def _max_dim(tokens: tuple[str, ...]) -> int:
+    return sum(1 for tok in tokens if tok.startswith("x_"))
 
 
 def _index(tokens: tuple[str, ...]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from odeformer import checkpoint as ckpt
 from odeformer.encoding import n_features
 from odeformer.grammar import Grammar, default_grammar
 from odeformer.model import ModelConfig, ODEFormer
-from odeformer.samples import VALIDATION_SEED, collate, shard_batches, stream_batches, validation_set
+from odeformer.samples import VALIDATION_SEED, batch_to, collate, shard_batches, stream_batches, validation_set
 from odeformer.tokens import Vocabulary
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -199,7 +199,7 @@ def train(cfg: dict) -> Path:
                              seed=cfg["seed"] * 1000 + rank)
     else:
         data = stream_batches(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
-                              cfg["batch_size"], start=rank, step=world)
+                              cfg["batch_size"], start=rank, step=world, pin_memory=device.type == "cuda")
 
     start_steps = provenance["steps"]
     t0 = time.time()
@@ -241,7 +241,7 @@ def train(cfg: dict) -> Path:
         lr = lr_at(cfg, step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+        batch = batch_to(next(data), device)
         loss, correct, count, grad_norm = train_step(model, opt, batch, cfg["grad_clip"], use_bf16)
         skipped += ~torch.isfinite(grad_norm)
         step += 1

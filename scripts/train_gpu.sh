@@ -9,7 +9,7 @@
 # (numpy, scipy, sympy, torch, safetensors, tqdm, numba) with PYTHONPATH=.
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
-TRAIN_S=${TRAIN_S:-330}
+TRAIN_S=${TRAIN_S:-360}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 SEED=${SEED:-$(( $(date +%s) % 1000000 ))}
 PRESET=${PRESET:-base}
@@ -18,10 +18,12 @@ INIT=${INIT:-checkpoints/base-predecay}
 # the copy on the GPU machine has no .git: pass the commit in (ODEFORMER_GIT_COMMIT=$(git rev-parse HEAD))
 export ODEFORMER_GIT_COMMIT=${ODEFORMER_GIT_COMMIT:-unknown}
 SMOKE=${SMOKE:-1}
-PROBE_S=${PROBE_S:-20}
+PROBE_S=${PROBE_S:-12}
 export PYTHONPATH=.
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+echo "kernel $(uname -r), nproc $(nproc), cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo none)," \
+     "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}, $(python -c 'import sys,numba,numpy,torch;print(sys.version.split()[0],"numba",numba.__version__,"numpy",numpy.__version__,"torch",torch.__version__)')"
 (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" 2>/dev/null &) || true
 
 if [ "$SMOKE" = 1 ]; then
@@ -40,6 +42,6 @@ INIT_ARGS=()
 [ -f "$INIT/config.json" ] && INIT_ARGS=(--init "$INIT")
 timeout $(( TRAIN_S + 150 )) python -m odeformer.train --preset "$PRESET" --out "$OUT/base" "${INIT_ARGS[@]}" \
     --set seed="$SEED" --set workers="$WORKERS" --set max_steps=10000000 --set max_time_s="$TRAIN_S" \
-    --set save_interval_s=120 --set dtype_save=bfloat16 --set eval_interval=1500 --set eval_systems=100 \
+    --set save_interval_s=120 --set dtype_save=bfloat16 --set eval_interval=4000 --set eval_systems=100 \
     --set log="$OUT/metrics.jsonl" 2>&1 | tr '\r' '\n' | grep -v '^train: ' | tail -40
 ls -la "$OUT" "$OUT"/base*
