@@ -104,9 +104,15 @@ def main() -> None:
         return cached[next(counter) % len(cached)]
 
     alone = run(replay, args.seconds)
+    # the same, cycling through as many distinct live shapes as a real run meets (per-shape costs show here)
+    cached = [live() for _ in range(48)]
+    alone_shapes = run(replay, args.seconds)
     result = {"preset": args.preset, "device": torch.cuda.get_device_name() if bf16 else "cpu",
               "workers": args.workers, "batch_size": cfg["batch_size"], "params": model.n_params(),
-              "model_alone_samples_per_s": round(alone, 1), "with_generator_samples_per_s": round(with_gen, 1),
+              "model_alone_samples_per_s": round(alone, 1),
+              "model_alone_48_shapes_samples_per_s": round(alone_shapes, 1),
+              "distinct_shapes_in_48": len({tuple(b["points"].shape) + tuple(b["tokens"].shape) for b in cached}),
+              "with_generator_samples_per_s": round(with_gen, 1),
               "generator_alone_samples_per_s": round(gen_only, 1),
               "one_process_generator_samples_per_s": round(per_process, 1), "kernel": platform.release(),
               "cpu_count": os.cpu_count(),

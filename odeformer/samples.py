@@ -25,6 +25,7 @@ from odeformer.grammar import Grammar
 from odeformer.tokens import Vocabulary
 
 VALIDATION_SEED = 2**31 - 1
+POINT_BUCKET, TOKEN_BUCKET = 32, 16  # training batches are padded to multiples of these
 
 
 @dataclass
@@ -198,6 +199,8 @@ def collate_numpy(examples: list[Example], compact: bool = False) -> dict[str, n
     b = len(examples)
     n = max(len(e.points) for e in examples)
     length = max(len(e.tokens) for e in examples)
+    if compact:  # a few bucketed shapes rather than a new one per batch: CUDA attention plans are per shape
+        n, length = -(-n // POINT_BUCKET) * POINT_BUCKET, -(-length // TOKEN_BUCKET) * TOKEN_BUCKET
     f = examples[0].points.shape[1]
     points = np.zeros((b, n, f), dtype=np.float16 if compact else np.float32)
     traj = np.zeros((b, n), dtype=np.int8 if compact else np.int64)

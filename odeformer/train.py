@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from odeformer import checkpoint as ckpt
@@ -99,11 +100,16 @@ def masked_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return loss, correct, valid.sum()
 
 
+# cuDNN attention is left out: it builds a plan for every new input shape, and batches of generated
+# systems come in many shapes (bucketed, see samples.POINT_BUCKET, but still several dozen)
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def train_step(model, opt, batch: dict, grad_clip: float, bf16: bool):
     """One optimisation step; returns (loss, correct tokens, counted tokens, gradient norm). A step whose
     loss or gradient is not finite is skipped, so one bad batch cannot poison the weights."""
     device_type = batch["tokens"].device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16), sdpa_kernel(_SDPA_BACKENDS):
         loss, correct, count = masked_loss(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()

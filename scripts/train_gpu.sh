@@ -10,7 +10,7 @@
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 TRAIN_S=${TRAIN_S:-360}
-WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
+WORKERS=${WORKERS:-$(( $(nproc) * 3 / 4 ))}  # generation at ~2,000 samples/s per core outruns the GPU; spare cores feed it
 SEED=${SEED:-$(( $(date +%s) % 1000000 ))}
 PRESET=${PRESET:-base}
 # continue from the weights saved before the last run's decay (see README, Training)
