@@ -3,6 +3,8 @@
     python bench/odebench.py --quick                 # 21 systems, clean and noisy, a few minutes
     python bench/odebench.py                         # all 63 systems, the full corruption grid
     python bench/odebench.py --checkpoint PATH --ablation
+    python bench/odebench.py --suite forced          # 14 textbook non-autonomous systems
+    python bench/odebench.py --suite indist --quick  # systems of the default grammar (bench/make_indist.py)
 
 For each system: integrate the clean trajectories from its two initial conditions on t in [0, 10]
 (LSODA, rtol 1e-5, atol 1e-7, 150 points); corrupt the first (multiplicative noise sigma, a dropped
@@ -11,6 +13,10 @@ share of the points, seeded); fit; re-integrate the top candidate from both init
 generalisation accuracy (share of systems with R^2 > 0.9), median R^2, exact-structure rate (same
 skeleton up to constants) and seconds per system, overall and per dimension. The benchmark file is
 read here only; nothing in the generator or the model reads it.
+
+The PySINDy baseline (bench/sindy_baseline.py, the optional ``bench`` extra) runs in the same job on
+the same corrupted data, with two derivative estimates, scored by the same code; ``--no-baseline``
+leaves it out. Ratios ours/theirs are printed per setting.
 """
 
 from __future__ import annotations
@@ -29,23 +35,46 @@ from scipy.integrate import solve_ivp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT / "bench" / "data" / "odebench.json"
+SUITES = {"odebench": ROOT / "bench" / "data" / "odebench.json", "forced": ROOT / "bench" / "data" / "forced.json",
+          "indist": ROOT / "bench" / "data" / "in_distribution.json"}
+BASELINES = ("pysindy-fd", "pysindy-spline")
+OURS = "hybrid"
+INDIST_QUICK = 60  # systems of the in-distribution set in --quick mode
 RESULTS = ROOT / "bench" / "results"
 T_EVAL = np.linspace(0.0, 10.0, 150)
 SETTINGS = [(0.0, 0.0), (0.01, 0.0), (0.05, 0.0), (0.0, 0.5), (0.01, 0.5), (0.05, 0.5)]
 QUICK_SETTINGS = [(0.0, 0.0), (0.05, 0.5)]
 
 
-def load_systems(quick: bool) -> list[dict]:
-    systems = json.loads(DATA.read_text())["systems"]
-    return systems[::3] if quick else systems
+def load_systems(quick: bool, suite: str = "odebench") -> list[dict]:
+    systems = json.loads(SUITES[suite].read_text())["systems"]
+    if not quick or suite == "forced":
+        return systems
+    return systems[:INDIST_QUICK] if suite == "indist" else systems[::3]
+
+
+def t_eval_of(system: dict) -> np.ndarray:
+    """150 points on [0, t_end] (ODEBench and the forced set: t_end = 10)."""
+    return np.linspace(0.0, float(system.get("t_end", 10.0)), 150)
+
+
+def parse_system(rhs: list[str], dim: int) -> list[sp.Expr]:
+    """Benchmark right-hand sides read with an explicit symbol table (x_0.., t)."""
+    table = {f"x_{i}": sp.Symbol(f"x_{i}") for i in range(dim)} | {"t": sp.Symbol("t")}
+    table |= {name: getattr(sp, name) for name in ("sin", "cos", "tan", "exp", "log", "sqrt", "Abs", "sign", "asin",
+                                                   "acos", "atan", "sinh", "cosh", "tanh", "asinh", "atanh")}
+    return [sp.parse_expr(r, local_dict=table, global_dict={"Integer": sp.Integer, "Float": sp.Float,
+                                                            "Rational": sp.Rational, "Symbol": sp.Symbol}) for r in rhs]
+
+
+def lambdify_exprs(exprs: list[sp.Expr], dim: int):
+    syms = [sp.Symbol(f"x_{i}") for i in range(dim)]
+    f = sp.lambdify((sp.Symbol("t"), syms), exprs, "numpy")
+    return lambda t, y: np.asarray(np.broadcast_arrays(*f(t, y)), dtype=float).ravel()
 
 
 def lambdify_system(rhs: list[str], dim: int):
-    syms = [sp.Symbol(f"x_{i}") for i in range(dim)]
-    exprs = [sp.parse_expr(r, local_dict={s.name: s for s in syms}) for r in rhs]
-    f = sp.lambdify([syms], exprs, "numpy")
-    return lambda t, y: np.asarray(f(y), dtype=float).ravel()
+    return lambdify_exprs(parse_system(rhs, dim), dim)
 
 
 def integrate(f, x0, t_eval=T_EVAL, max_seconds: float = 20.0) -> np.ndarray | None:
@@ -73,11 +102,12 @@ def r2(y_true: np.ndarray, y_pred: np.ndarray | None) -> float:
     return -np.inf if y_pred is None else r2_score(y_true, y_pred)
 
 
-def corrupt(x: np.ndarray, sigma: float, drop: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def corrupt(x: np.ndarray, sigma: float, drop: float, seed: int,
+            t_eval: np.ndarray = T_EVAL) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(T_EVAL), size=int(round(len(T_EVAL) * (1 - drop))), replace=False))
+    keep = np.sort(rng.choice(len(t_eval), size=int(round(len(t_eval) * (1 - drop))), replace=False))
     xs = x[keep] * (1.0 + sigma * rng.standard_normal(x[keep].shape))
-    return T_EVAL[keep], xs
+    return t_eval[keep], xs
 
 
 def skeleton_key(exprs: list[sp.Expr], dim: int) -> str | None:
@@ -94,41 +124,47 @@ def skeleton_key(exprs: list[sp.Expr], dim: int) -> str | None:
 
 
 def run_one(job: dict) -> dict:
-    """Fit one (system, setting) and score it. Runs in a worker process."""
+    """Fit one (system, setting, variant) and score it. Runs in a worker process."""
     import torch
 
     torch.set_num_threads(1)
-    from odeformer import ODERegressor
-
-    s, sigma, drop, opts = job["system"], job["sigma"], job["drop"], job["options"]
+    s, sigma, drop, variant = job["system"], job["sigma"], job["drop"], job["variant"]
     dim = s["dim"]
-    f = lambdify_system(s["substituted"][0], dim)
-    clean = [integrate(f, x0) for x0 in s["init"][:2]]
-    out = {"id": s["id"], "dim": dim, "sigma": sigma, "drop": drop, "variant": job["variant"]}
+    t_eval = t_eval_of(s)
+    truth = parse_system(s["substituted"][0], dim)
+    f = lambdify_exprs(truth, dim)
+    clean = [integrate(f, x0, t_eval) for x0 in s["init"][:2]]
+    out = {"id": s["id"], "dim": dim, "sigma": sigma, "drop": drop, "variant": variant}
     if any(c is None for c in clean):
         return {**out, "error": "reference integration failed"}
-    t_obs, x_obs = corrupt(clean[0], sigma, drop, seed=1000 * s["id"] + int(100 * sigma) + int(10 * drop))
+    t_obs, x_obs = corrupt(clean[0], sigma, drop, seed=1000 * s["id"] + int(100 * sigma) + int(10 * drop),
+                           t_eval=t_eval)
     start = time.monotonic()
     try:
-        reg = ODERegressor(job["checkpoint"], **opts).fit(t_obs, x_obs)
+        if variant in BASELINES:
+            from sindy_baseline import fit_sindy
+
+            time_input = any(sp.Symbol("t") in e.free_symbols for e in truth)  # told, as it would be by a user
+            exprs = fit_sindy(t_obs, x_obs, variant.split("-")[1], time_input)
+            rhs = [str(e) for e in exprs]
+        else:
+            from odeformer import ODERegressor
+
+            reg = ODERegressor(job["checkpoint"], **job["options"]).fit(t_obs, x_obs)
+            exprs, rhs = (reg.equations_[0].expressions, reg.equations_[0].rhs) if reg.equations_ else (None, None)
     except Exception as e:  # a crash is a miss, recorded with its message
         return {**out, "error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - start}
     seconds = time.monotonic() - start
-    if not reg.equations_:
+    if exprs is None:
         return {**out, "r2_recon": -np.inf, "r2_gen": -np.inf, "structure": False, "seconds": seconds, "rhs": None}
-    best = reg.equations_[0]
-    syms = [sp.Symbol(f"x_{i}") for i in range(dim)]
-    g = sp.lambdify((sp.Symbol("t"), syms), best.expressions, "numpy")
-
-    def fg(t, y):
-        return np.asarray(np.broadcast_arrays(*g(t, y)), dtype=float).ravel()
-
-    preds = [integrate(fg, x0) for x0 in s["init"][:2]]
-    truth = [sp.parse_expr(r, local_dict={v.name: v for v in syms}) for r in s["substituted"][0]]
+    g = lambdify_exprs(exprs, dim)
+    preds = [integrate(g, x0, t_eval) for x0 in s["init"][:2]]
     key_true = skeleton_key(truth, dim)
     return {**out, "r2_recon": r2(clean[0], preds[0]), "r2_gen": r2(clean[1], preds[1]),
-            "structure": key_true is not None and skeleton_key(best.expressions, dim) == key_true,
-            "seconds": seconds, "rhs": best.rhs}
+            "structure": key_true is not None and skeleton_key(exprs, dim) == key_true,
+            "seconds": seconds, "rhs": rhs,
+            # for the gallery plot only (not written out)
+            "_plot": {"t": t_eval, "clean": clean[0], "t_obs": t_obs, "x_obs": x_obs, "pred": preds[0]}}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -141,7 +177,7 @@ def summarise(rows: list[dict]) -> dict:
                 "seconds_per_system": float(np.mean([r.get("seconds", 0.0) for r in rs]))}
 
     out: dict = {}
-    order = {"transformer": 0, "transformer+refit": 1, "hybrid": 2}
+    order = {"transformer": 0, "transformer+refit": 1, "hybrid": 2, "pysindy-fd": 3, "pysindy-spline": 4}
     for key in sorted({(r["variant"], r["sigma"], r["drop"]) for r in rows}, key=lambda k: (k[1], k[2],
                                                                                           order.get(k[0], 9))):
         rs = [r for r in rows if (r["variant"], r["sigma"], r["drop"]) == key]
@@ -189,48 +225,125 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def ratios(summary: dict) -> str:
+    """Ours (hybrid) over each baseline, per setting: reconstruction and generalisation accuracy."""
+    lines = []
+    for name, blocks in summary.items():
+        variant, sigma, drop = name.split(" ")
+        if variant != OURS:
+            continue
+        for base in BASELINES:
+            other = summary.get(f"{base} {sigma} {drop}")
+            if other:
+                a, b = blocks["all"], other["all"]
+                lines.append(f"{sigma} {drop}: ours/{base} recon {_ratio(a['recon_acc'], b['recon_acc'])}, "
+                             f"gen {_ratio(a['gen_acc'], b['gen_acc'])}")
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a:.2f}/{b:.2f} = " + (f"{a / b:.2f}x" if b > 0 else ("inf" if a > 0 else "n/a"))
+
+
+def gallery(rows: list[dict], path: Path, n: int = 8) -> None:
+    """Fitted trajectories for the first ``n`` systems of the noisiest setting: clean, observed, ours
+    and the spline-derivative baseline, first variable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setting = max({(r["sigma"], r["drop"]) for r in rows})
+    by = {(r["id"], r["variant"]): r for r in rows if (r["sigma"], r["drop"]) == setting and "_plot" in r}
+    ids = sorted({i for i, v in by if v == OURS})[:n]
+    if not ids:
+        return
+    cols = 4
+    fig, axes = plt.subplots(-(-len(ids) // cols), cols, figsize=(4 * cols, 2.8 * -(-len(ids) // cols)),
+                             squeeze=False)
+    for ax, sid in zip(axes.ravel(), ids):
+        ours = by[(sid, OURS)]["_plot"]
+        ax.plot(ours["t"], ours["clean"][:, 0], "k-", lw=1, label="clean")
+        ax.plot(ours["t_obs"], ours["x_obs"][:, 0], ".", color="0.6", ms=3, label="observed")
+        if ours["pred"] is not None:
+            ax.plot(ours["t"], ours["pred"][:, 0], "C0--", lw=1.5, label="ours")
+        base = by.get((sid, "pysindy-spline"))
+        if base and base["_plot"]["pred"] is not None:
+            ax.plot(ours["t"], base["_plot"]["pred"][:, 0], "C3:", lw=1.5,
+                    label="PySINDy (spline)")
+        lo, hi = ours["clean"][:, 0].min(), ours["clean"][:, 0].max()
+        pad = 0.5 * (hi - lo) + 1e-6
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(f"system {sid}", fontsize=9)
+    for ax in axes.ravel()[len(ids):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"x_0 of fitted systems, noise σ={setting[0]}, dropped {setting[1]:.0%}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="every third system, clean and (0.05, 0.5) only")
+    p.add_argument("--suite", choices=sorted(SUITES), default="odebench")
+    p.add_argument("--quick", action="store_true",
+                   help="clean and (0.05, 0.5) only; ODEBench: every third system; indist: the first 60")
     p.add_argument("--checkpoint", default=None, help="default: the default checkpoint")
     p.add_argument("--beam-size", type=int, default=16)
     p.add_argument("--time-budget", type=float, default=10.0)
     p.add_argument("--ablation", action="store_true",
                    help="also run the transformer alone, without and with constant refitting")
+    p.add_argument("--no-baseline", action="store_true", help="leave PySINDy out")
+    p.add_argument("--no-ours", action="store_true", help="run the baseline only")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from odeformer import checkpoint as ckpt
 
     checkpoint = str(args.checkpoint or ckpt.default_path())
-    systems = load_systems(args.quick)
+    systems = load_systems(args.quick, args.suite)
     settings = QUICK_SETTINGS if args.quick else SETTINGS
-    variants = {"hybrid": {}}  # transformer + sparse-regression proposals, constants refitted
-    if args.ablation:
+    variants = {} if args.no_ours else {OURS: {}}  # transformer + sparse-regression proposals, constants refitted
+    if args.ablation and not args.no_ours:
         variants = {"transformer": {"sources": ["transformer"], "refit": False},
                     "transformer+refit": {"sources": ["transformer"]}, **variants}
+    if not args.no_baseline:
+        try:
+            import pysindy  # noqa: F401
+
+            variants |= {b: {} for b in BASELINES}
+        except ImportError:
+            print("PySINDy is not installed (pip install -e .[bench]): baseline left out")
     jobs = [{"system": s, "sigma": sg, "drop": dr, "checkpoint": checkpoint, "variant": v,
              "options": {"beam_size": args.beam_size, "time_budget_s": args.time_budget, **o}}
             for v, o in variants.items() for sg, dr in settings for s in systems]
     from tqdm import tqdm
 
     rows = []
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for row in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="odebench"):
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=50) as pool:
+        for row in tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc=args.suite):
             rows.append(row)
     summary = summarise(rows)
     table = markdown(summary)
     print(table)
-    out = Path(args.out or RESULTS / ("odebench-quick.json" if args.quick else "odebench.json"))
+    versus = ratios(summary)
+    if versus:
+        print(versus)
+    name = args.suite + ("-quick" if args.quick else "")
+    out = Path(args.out or RESULTS / f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = json.loads((Path(checkpoint) / "config.json").read_text())["weights"]
-    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "checkpoint": checkpoint, "weights_sha256": sha,
-                               "summary": summary, "table": table,
+    gallery(rows, out.with_name(out.stem + "-gallery.png"))
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items() if k != "_plot"}
+            for r in rows]
+    out.write_text(json.dumps({"command": " ".join(["python", "bench/odebench.py", *sys.argv[1:]]),
+                               "checkpoint": checkpoint, "weights_sha256": sha, "summary": summary, "table": table,
+                               "ratios": versus,
                                "rows": sorted(rows, key=lambda r: (r["variant"], r["sigma"], r["drop"], r["id"]))},
                               indent=1))
     plot(summary, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_name(out.stem + '-gallery.png')}")
 
 
 if __name__ == "__main__":

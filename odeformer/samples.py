@@ -25,6 +25,7 @@ from odeformer.grammar import Grammar
 from odeformer.tokens import Vocabulary
 
 VALIDATION_SEED = 2**31 - 1
+IN_DISTRIBUTION_SEED = 2**31 - 2  # bench/make_indist.py; no training run may take it either
 POINT_BUCKET, TOKEN_BUCKET = 32, 16  # training batches are padded to multiples of these
 
 

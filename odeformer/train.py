@@ -27,7 +27,15 @@ from odeformer import checkpoint as ckpt
 from odeformer.encoding import n_features
 from odeformer.grammar import Grammar, default_grammar
 from odeformer.model import ModelConfig, ODEFormer
-from odeformer.samples import VALIDATION_SEED, batch_to, collate, shard_batches, stream_batches, validation_set
+from odeformer.samples import (
+    IN_DISTRIBUTION_SEED,
+    VALIDATION_SEED,
+    batch_to,
+    collate,
+    shard_batches,
+    stream_batches,
+    validation_set,
+)
 from odeformer.tokens import Vocabulary
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -169,8 +177,8 @@ def train(cfg: dict) -> Path:
             cfg["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(cfg["device"])
     device = torch.device(cfg["device"])
-    if cfg["seed"] == VALIDATION_SEED:
-        raise ValueError(f"seed {VALIDATION_SEED} is reserved for the validation set")
+    if cfg["seed"] in (VALIDATION_SEED, IN_DISTRIBUTION_SEED):
+        raise ValueError(f"seed {cfg['seed']} is reserved for the validation and in-distribution benchmark sets")
     torch.manual_seed(cfg["seed"] * 1000 + rank)
 
     provenance = {"samples_seen": 0, "steps": 0, "gpu_minutes": 0.0, "cpu_minutes": 0.0, "runs": []}
