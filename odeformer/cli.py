@@ -82,8 +82,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--allowed-operators: unknown {sorted(unknown)} "
                              f"(this model knows {', '.join(sorted(model.grammar.output_operators))})")
+    if not 0 < args.temperature <= 10:
+        raise UsageError("--temperature must be in (0, 10]")
     options = {"checkpoint": checkpoint, "beam_size": args.beam_size, "top_k": args.top_k,
-               "time_budget_s": args.time_budget, "allowed_operators": allowed}
+               "time_budget_s": args.time_budget, "allowed_operators": allowed, "decoding": args.decoding,
+               "temperature": args.temperature}
     results = fit_systems(systems, options, workers=args.workers, progress=not args.quiet)
     if args.output:
         write_results(results, args.output)
@@ -126,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit the systems in trajectory CSV files (DESIGN.md 3.1, 3.2)")
     f.add_argument("inputs", nargs="+", metavar="IN.csv")
     f.add_argument("-o", "--output", help="results file: .csv or .jsonl (default: only the table on stdout)")
-    f.add_argument("--beam-size", type=int, default=16)
+    f.add_argument("--beam-size", type=int, default=16, help="beams (or samples, with --decoding sample) per group")
+    f.add_argument("--decoding", choices=["beam", "sample"], default="beam",
+                   help="beam search, or temperature sampling for more diverse proposals")
+    f.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (--decoding sample)")
     f.add_argument("--top-k", type=int, default=5)
     f.add_argument("--time-budget", type=float, default=10.0, help="seconds per system")
     f.add_argument("--allowed-operators", help="comma-separated operators, e.g. add,mul,sin")

@@ -151,3 +151,43 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
             if bool((best_live <= worst).all()):
                 break
     return [sorted(f, key=lambda r: -r[0])[:k] for f in finished]
+
+
+@torch.no_grad()
+def sample(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torch.Tensor, mask: torch.Tensor,
+           dims: torch.Tensor, n_samples: int, temperature: float = 1.0, max_len: int | None = None,
+           allowed: torch.Tensor | None = None, deadline: float | None = None,
+           seed: int = 0) -> list[list[tuple[float, list[int]]]]:
+    """Per input, ``n_samples`` sequences drawn token by token from the masked distribution at
+    ``temperature`` (diverse where beam search keeps near-duplicates), as (mean log-probability, ids),
+    best first. Seeded, so a fit is repeatable."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    model.eval()
+    max_len = max_len or model.config.max_out_len
+    n, k = len(points), n_samples
+    gen = torch.Generator().manual_seed(seed)
+    cache = model.cross_cache(model.encode(points, traj, mask), repeat=k)
+    pasts: list[dict] = [{} for _ in model.decoder]
+    mem_mask = mask.repeat_interleave(k, dim=0)
+    seq = torch.full((n * k, 1), vocab.bos_id, dtype=torch.long, device=points.device)
+    total = torch.zeros(n * k)
+    gm = GrammarMask(vocab, dims.cpu().repeat_interleave(k), allowed)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    while seq.shape[1] < max_len and not (deadline is not None and time.monotonic() > deadline):
+        logits = model.decode_step(seq, mem_mask, cache, pasts).float().cpu()
+        logits[~gm.mask(max_len - seq.shape[1])] = -torch.inf
+        live = ~gm.done
+        logits[~live] = 0.0  # finished rows draw a dummy token that is never used
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=gen).squeeze(1)
+        total += torch.where(live, logp.gather(1, tok[:, None]).squeeze(1), torch.zeros(()))
+        tok = torch.where(live, tok, torch.full_like(tok, vocab.pad_id))
+        ended = live & (tok == vocab.eos_id)
+        gm.update(tok)
+        seq = torch.cat([seq, tok[:, None].to(seq.device)], dim=1)
+        for row in torch.nonzero(ended).flatten().tolist():
+            finished[row // k].append((total[row].item() / seq.shape[1], seq[row].tolist()))
+        if bool(gm.done.all()):
+            break
+    return [sorted(f, key=lambda r: -r[0]) for f in finished]

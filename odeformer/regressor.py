@@ -27,7 +27,7 @@ import torch
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer import checkpoint as ckpt
-from odeformer.decoding import beam_search
+from odeformer.decoding import beam_search, sample
 from odeformer.encoding import Normalization, encode_points
 from odeformer.expressions import split_constants, to_sympy, var_name
 from odeformer.fitting import Fit, refit, simulate, trajectory_r2
@@ -131,9 +131,15 @@ class ODERegressor:
 
     def __init__(self, checkpoint: str | Path | None = None, beam_size: int = 16, top_k: int = 5,
                  time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
-                 refit: bool = True, sources: Sequence[str] = ("transformer", "sparse"), device: str = "cpu"):
+                 refit: bool = True, sources: Sequence[str] = ("transformer", "sparse"), device: str = "cpu",
+                 decoding: str = "beam", temperature: float = 0.8, seed: int = 0):
         self.checkpoint = checkpoint
-        self.beam_size = beam_size
+        self.beam_size = beam_size  # with decoding="sample": the number of samples per group
+        if decoding not in ("beam", "sample"):
+            raise ValueError(f"decoding: choose 'beam' or 'sample', got {decoding!r}")
+        if not (isinstance(temperature, (int, float)) and 0 < temperature <= 10):
+            raise ValueError(f"temperature must be in (0, 10], got {temperature!r}")
+        self.decoding, self.temperature, self.seed = decoding, float(temperature), seed
         self.top_k = top_k
         self.time_budget_s = time_budget_s
         self.allowed_operators = allowed_operators
@@ -237,7 +243,7 @@ class ODERegressor:
         return self
 
     def _transformer_proposals(self, ndata, d: int, allowed, deadline: float) -> list:
-        """Beam-search proposals, de-duplicated by their skeleton, best first."""
+        """Beam-search (or sampled) proposals, de-duplicated by their skeleton, best first."""
         c = self.model_
         examples = []
         for ti, xi in ndata:  # long trajectories become several groups; their proposals are pooled
@@ -251,9 +257,13 @@ class ODERegressor:
             examples.append(Example(*encode_points(sub, c.vocab.max_dim), np.array([1, 2])))
         batch = {k: v.to(self.device) for k, v in collate(examples).items()}
         with torch.inference_mode():
-            beams = beam_search(c.model, c.vocab, batch["points"], batch["traj"], batch["mask"],
-                                torch.full((len(examples),), d), self.beam_size, allowed=allowed,
-                                deadline=deadline)
+            args = (c.model, c.vocab, batch["points"], batch["traj"], batch["mask"], torch.full((len(examples),), d),
+                    self.beam_size)
+            if self.decoding == "sample":
+                beams = sample(*args, temperature=self.temperature, allowed=allowed, deadline=deadline,
+                               seed=self.seed)
+            else:
+                beams = beam_search(*args, allowed=allowed, deadline=deadline)
         proposals, seen = [], set()
         for _, seq in sorted((r for group in beams for r in group), key=lambda r: -r[0]):
             try:

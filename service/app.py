@@ -160,7 +160,8 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
     def make_regressor(c, opts: schemas.FitOptions) -> ODERegressor:
         return ODERegressor.from_checkpoint(c, beam_size=opts.beam_size, top_k=opts.top_k,
                                             time_budget_s=opts.time_budget_s,
-                                            allowed_operators=opts.allowed_operators)
+                                            allowed_operators=opts.allowed_operators, decoding=opts.decoding,
+                                            temperature=opts.temperature)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 #: limits, documented in README and in GET /v1/model
@@ -22,6 +24,9 @@ class FitOptions(Strict):
     top_k: int = Field(5, ge=1, le=MAX_TOP_K)
     time_budget_s: float = Field(10.0, gt=0, le=MAX_TIME_BUDGET_S)
     allowed_operators: list[str] | None = Field(None, min_length=1, max_length=40)
+    decoding: Literal["beam", "sample"] = Field("beam", description="beam search, or temperature sampling "
+                                                "(beam_size samples per group)")
+    temperature: float = Field(0.8, gt=0, le=10, description="sampling temperature (decoding='sample')")
 
 
 class Trajectory(Strict):

@@ -59,7 +59,7 @@ def test_jsonl_and_csv_outputs_parse_and_a_bad_system_gives_exit_1(tmp_path, fil
                 assert e.free_symbols <= {sp.Symbol(v) for v in names + ["t"]}
     assert "broken: ERROR row 65" in proc.stdout
     out_csv = tmp_path / "res.csv"
-    assert _fit(decay, "-o", out_csv).returncode == 0
+    assert _fit(decay, "-o", out_csv, "--decoding", "sample", "--temperature", "1.0").returncode == 0
     rows = list(csv.DictReader(out_csv.open()))
     assert rows and set(rows[0]) == {"system", "rank", "variable", "rhs", "r2", "complexity", "error"}
     assert rows[0]["system"] == "decay" and rows[0]["rank"] == "1" and rows[0]["variable"] == "N"
@@ -74,7 +74,8 @@ def test_unreadable_files_and_bad_usage_exit_2_and_write_nothing(tmp_path, files
                            ((no_t, "-o", out), "no column 't'"),
                            ((decay, "-o", tmp_path / "x.txt"), "must end in .csv or .jsonl"),
                            ((decay, "--allowed-operators", "add,frob", "-o", out), "unknown ['frob']"),
-                           ((decay, "--beam-size", "0"), "must be >= 1")]:
+                           ((decay, "--beam-size", "0"), "must be >= 1"),
+                           ((decay, "--decoding", "sample", "--temperature", "0"), "--temperature")]:
         proc = _fit(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert fragment in proc.stderr

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from odeformer import checkpoint as ckpt
-from odeformer.decoding import beam_search
+from odeformer.decoding import beam_search, sample
 from odeformer.encoding import encode_points
 from odeformer.expressions import operators
 from odeformer.fitting import estimate_derivatives, refit, trajectory_r2
@@ -67,3 +68,25 @@ def test_derivative_estimate_on_irregular_samples():
     x = np.sin(t)[:, None]
     dx = estimate_derivatives(t, x)
     assert np.abs(dx[5:-5, 0] - np.cos(t[5:-5])).max() < 0.05
+
+
+def test_temperature_sampling_gives_valid_seeded_and_diverse_systems():
+    c = ckpt.load(TEST_CKPT)
+    t = np.linspace(0, 10, 60)
+    b = _batch(c, [(t, np.stack([np.cos(t), -np.sin(t)], axis=1))])
+    allowed_ops = {"add", "mul", "sin"}
+    allowed = torch.tensor([tok not in c.grammar.output_operators or tok in allowed_ops for tok in c.vocab.tokens])
+
+    def draw(seed, temperature=1.0):
+        return sample(c.model, c.vocab, b["points"], b["traj"], b["mask"], torch.tensor([2]), n_samples=12,
+                      temperature=temperature, max_len=60, allowed=allowed, seed=seed)[0]
+
+    results = draw(0)
+    assert 0 < len(results) <= 12 and [s for s, _ in results] == sorted((s for s, _ in results), reverse=True)
+    for _, seq in results:
+        comps, _ = c.vocab.decode(seq)
+        assert len(comps) == 2 and all(operators(cp) <= allowed_ops for cp in comps)
+    assert draw(0) == results and draw(1) != results  # seeded
+    assert len({tuple(seq) for _, seq in results}) > 1  # not one sequence twelve times
+    with pytest.raises(ValueError, match="temperature"):
+        draw(0, temperature=0.0)

@@ -83,6 +83,14 @@ def test_json_fit_with_unsorted_times(server):
     _check_candidates(out, ["N"])
 
 
+def test_json_fit_with_temperature_sampling(server):
+    body = {"variables": ["N"], "trajectories": [{"t": list(T), "x": DECAY}],
+            "options": {**FAST, "decoding": "sample", "temperature": 1.2}}
+    r = httpx.post(server + "/v1/fit", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    _check_candidates(r.json(), ["N"])
+
+
 def test_csv_upload_with_several_systems(server):
     rows = "".join(f"a,{t},{x[0]},\n" for t, x in zip(T, DECAY)) + "".join(
         f"b,{t},{np.cos(t)},{-np.sin(t)}\n" for t in T) + "".join(f"bad,{t},{'x' if i == 2 else 1},\n"
@@ -109,6 +117,10 @@ BAD_JSON = [
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2], "x": [[1],[2],[3]]}]}', "at least 5"),
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
      '"options": {"allowed_operators": ["frob"]}}', "unknown"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
+     '"options": {"decoding": "nucleus"}}', "beam"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
+     '"options": {"decoding": "sample", "temperature": 0}}', "temperature"),
     ('not json', "json"),
 ]
 
