@@ -11,16 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
 from scipy.signal import savgol_filter
 
+from data_gen.integrate import OP_ADD, OP_NEG, STACK_DEPTH, STATUS_OK, STATUS_STIFF, solve_at
+from data_gen.program import build_batch, compile_system
 from odeformer.expressions import Tree, evaluate, python_rhs, split_constants
 from odeformer.metrics import r2_score
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
+MAX_STEPS = 10_000  # per simulation in the compiled integrator: a candidate needing more is rejected
 
 
 class _Deadline(Exception):
@@ -47,9 +51,9 @@ def estimate_derivatives(t: np.ndarray, x: np.ndarray, window: int = 7) -> np.nd
     return np.stack([np.interp(t, grid, dx[:, i]) for i in range(x.shape[1])], axis=1)
 
 
-def simulate(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
-             deadline: float = np.inf, max_evals: int = 20_000) -> np.ndarray | None:
-    """Integrate from ``x0`` at ``t[0]`` and return the states at ``t`` (None if it fails)."""
+def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
+                    deadline: float = np.inf, max_evals: int = 20_000) -> np.ndarray | None:
+    """LSODA (stiff-capable) with a clock and an evaluation cap inside the right-hand side."""
     rhs = python_rhs(components, consts)
     count = 0
 
@@ -68,6 +72,53 @@ def simulate(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray,
     if sol.status != 0 or sol.y.shape[1] != len(t) or not np.all(np.isfinite(sol.y)):
         return None
     return sol.y.T
+
+
+@lru_cache(maxsize=512)
+def _program(components: tuple[Tree, ...]):
+    """The candidate as a program of the batched integrator, or None where it cannot run it (an
+    operator it lacks, or a stack deeper than its fixed one)."""
+    try:
+        prog = compile_system(components)
+    except KeyError:
+        return None
+    depth = peak = 0
+    for op in prog.code.tolist():
+        depth += 1 if op < OP_ADD else (-1 if op < OP_NEG else 0)
+        peak = max(peak, depth)
+    return prog if peak <= STACK_DEPTH else None
+
+
+def simulate_many(components: Sequence[Tree], const_rows: np.ndarray, t: np.ndarray, x0: np.ndarray,
+                  deadline: float = np.inf) -> list[np.ndarray | None]:
+    """Integrate one candidate under each row of constants from ``x0`` at ``t[0]``; the states at ``t``
+    per row (None where it fails). All rows run in one call of the compiled Dormand-Prince integrator
+    of the generator; rows it finds stiff, or candidates it cannot run, fall back to LSODA."""
+    components = tuple(components)
+    rows = np.atleast_2d(np.asarray(const_rows, dtype=np.float64))
+    t = np.asarray(t, dtype=np.float64)
+    x0 = np.asarray(x0, dtype=np.float64)
+    prog = _program(components)
+    if prog is None or rows.shape[1] != prog.n_free:
+        return [_simulate_scipy(components, r, t, x0, deadline) for r in rows]
+    sol = solve_at(build_batch([prog], [rows], np.full(len(rows), t[-1])), np.repeat(x0[None], len(rows), axis=0),
+                   t, rtol=1e-7, atol=1e-9, max_steps=MAX_STEPS)
+    out: list[np.ndarray | None] = []
+    for j, r in enumerate(rows):
+        if sol.status[j] == STATUS_OK and np.all(np.isfinite(sol.x[j])):
+            out.append(sol.x[j])
+        elif sol.status[j] == STATUS_STIFF and time.monotonic() < deadline:
+            # out of steps: stiff, where an implicit method still gets through cheaply
+            out.append(_simulate_scipy(components, r, t, x0, deadline))
+        else:
+            out.append(None)
+    return out
+
+
+def simulate(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
+             deadline: float = np.inf) -> np.ndarray | None:
+    """Integrate from ``x0`` at ``t[0]`` and return the states at ``t`` (None if it fails)."""
+    return simulate_many(components, np.asarray(consts, dtype=np.float64)[None], t, x0, deadline)[0]
 
 
 def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: float = np.inf) -> float:
@@ -110,14 +161,26 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         pass
     x_scale = np.maximum(xs.std(axis=0), 1e-9)
 
-    def traj_residual(c):
+    def residuals(rows: np.ndarray) -> np.ndarray:
+        """Scaled trajectory residuals for each row of constants, all rows integrated in one call."""
         if time.monotonic() > deadline:
             raise _Deadline
         out = []
         for t, x in data:
-            p = simulate(components, c, t, x[0], deadline, max_evals=5_000)
-            out.append(((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3))
-        return np.concatenate(out)
+            preds = simulate_many(components, rows, t, x[0], deadline)
+            out.append(np.stack([((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3)
+                                 for p in preds]))
+        return np.concatenate(out, axis=1)
+
+    def traj_residual(c):
+        return residuals(c[None])[0]
+
+    def traj_jacobian(c):
+        # forward differences, the base point and every perturbed one in one batch; steps well above the
+        # integrator's tolerance so that its adaptivity does not show up as slope
+        h = 1e-5 * np.maximum(np.abs(c), 1e-2)
+        r = residuals(np.vstack([c, c + np.diag(h)]))
+        return ((r[1:] - r[0]) / h[:, None]).T
 
     candidates = [c for c in candidates if np.all(np.isfinite(c))]
     if not candidates:
@@ -127,7 +190,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
     try:
-        stage2 = least_squares(traj_residual, candidates[i], max_nfev=max_nfev, method="trf")
+        stage2 = least_squares(traj_residual, candidates[i], jac=traj_jacobian, max_nfev=max_nfev, method="trf")
         r2_2 = trajectory_r2(components, stage2.x, data, deadline) if np.all(np.isfinite(stage2.x)) else -np.inf
         if r2_2 > r2:
             return Fit(components, stage2.x, r2_2)
