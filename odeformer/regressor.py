@@ -199,7 +199,9 @@ class ODERegressor:
         norm = Normalization.fit(data)
         ndata = [norm.apply(ti, xi) for ti, xi in data]
 
-        # hold out every 5th point of each trajectory for ranking (the first stays: it is the start)
+        # hold out every 5th point of each trajectory for ranking (the first stays: it is the start); the
+        # winners are refitted on everything at the end. (Holding out the last quarter instead, a forecast,
+        # lost 4 of 21 quick-ODEBench systems in clean generalisation.)
         fit_data, held = [], []
         for ti, xi in ndata:
             keep = np.ones(len(ti), dtype=bool)
@@ -233,7 +235,9 @@ class ODERegressor:
         candidates += self._pruned(candidates[:3], fit_data, ndata, held, data, norm, names, refit_deadline,
                                    deadline)
         candidates.sort(key=lambda cand: -cand.score)
-        candidates = _distinct(candidates)
+        candidates = _distinct(candidates)[: self.top_k]
+        if self.refit:
+            candidates = [self._refit_on_all(cand, ndata, held, data, norm, names, deadline) for cand in candidates]
         _mark_pareto(candidates)
         self.equations_ = candidates[: self.top_k]
         self.variables_ = names
@@ -291,6 +295,19 @@ class ODERegressor:
                 if fit is not None and np.isfinite(fit.r2):
                     out.append(self._finish(fit, ndata, held, data, norm, names, deadline))
         return [c for c in out if c is not None]
+
+    def _refit_on_all(self, cand: Candidate, ndata, held, data, norm, names, deadline) -> Candidate:
+        """The candidate's constants refitted on all points, held-out ones included; its rank stays."""
+        if time.monotonic() > deadline:
+            return cand
+        fit = refit(cand.fit.components, cand.fit.constants, ndata, deadline=deadline)
+        if not np.isfinite(fit.r2):
+            return cand
+        new = self._finish(fit, ndata, held, data, norm, names, deadline)
+        if new is None or new.r2 < cand.r2:
+            return cand
+        new.score = cand.score
+        return new
 
     def _finish(self, fit, ndata, held, data, norm, names, deadline) -> Candidate | None:
         preds = [simulate(fit.components, fit.constants, ti, xi[0], deadline) for ti, xi in ndata]

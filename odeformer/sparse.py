@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants, to_prefix, var_name
-from odeformer.fitting import Trajectory, estimate_derivatives
+from odeformer.fitting import Trajectory, estimate_derivatives, spline_derivatives
 
 THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
 MAX_TERMS = 8
@@ -113,8 +113,10 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
     libraries = [quadratic, polynomial, quadratic + theirs, grammar_terms(dim, operators, use_time) + theirs]
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
-    # several smoothing windows: small ones follow fast clean dynamics, large ones average noise away
+    # several smoothing windows: small ones follow fast clean dynamics, large ones average noise away;
+    # and a smoothing spline, which picks its own smoothing (the best of these on noisy data)
     derivatives = [np.concatenate([estimate_derivatives(t, x, w) for t, x in data]) for w in WINDOWS]
+    derivatives.append(np.concatenate([spline_derivatives(t, x) for t, x in data]))
     out, seen = [], set()
     for library, dxs in itertools.product(libraries, derivatives):
         terms = list({t.key: t for t in library}.values())
