@@ -12,7 +12,6 @@ gives SINDy the time as a control input, so its library holds polynomials and si
 from __future__ import annotations
 
 import re
-import time
 import warnings
 
 import numpy as np
@@ -72,28 +71,10 @@ def _fit(t, x, x_dot, degree, frequencies, threshold, time_input, names):
 
 
 def simulate(exprs: list[sp.Expr], x0: np.ndarray, t_eval: np.ndarray, max_seconds: float = 2.0):
-    """Integrate ``exprs`` (in x_0.., t) with LSODA; None when it fails, blows up or runs too long."""
-    from scipy.integrate import solve_ivp
+    """Integrate ``exprs`` (in x_0.., t) as the benchmark does; None when it fails or runs too long."""
+    from odebench import integrate, lambdify_exprs
 
-    dim = len(exprs)
-    syms = [sp.Symbol(f"x_{i}") for i in range(dim)]
-    f = sp.lambdify((sp.Symbol("t"), syms), exprs, "numpy")
-    start = time.monotonic()
-
-    def rhs(t, y):
-        if time.monotonic() - start > max_seconds:
-            raise TimeoutError
-        return np.asarray(np.broadcast_arrays(*f(t, y)), dtype=float).ravel()
-
-    try:
-        with np.errstate(all="ignore"):
-            sol = solve_ivp(rhs, (t_eval[0], t_eval[-1]), np.asarray(x0, float), t_eval=t_eval, method="LSODA",
-                            rtol=1e-5, atol=1e-7)
-    except (TimeoutError, ValueError, OverflowError, ZeroDivisionError):
-        return None
-    if sol.status != 0 or sol.y.shape[1] != len(t_eval) or not np.all(np.isfinite(sol.y)):
-        return None
-    return sol.y.T
+    return integrate(lambdify_exprs(exprs, len(exprs)), x0, t_eval, max_seconds)
 
 
 def _r2(y, p) -> float:
