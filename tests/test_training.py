@@ -52,6 +52,8 @@ def test_resume_continues_the_step_count_and_provenance(tmp_path):
 def test_validation_seed_is_reserved(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         train(_cfg(tmp_path, "x", seed=2**31 - 1))
+    with pytest.raises(ValueError, match="reserved"):  # the in-distribution benchmark's seed
+        train(_cfg(tmp_path, "x", seed=2**31 - 2))
 
 
 @pytest.mark.timeout(300)
@@ -82,3 +84,21 @@ def test_default_checkpoint_is_found_through_the_environment(monkeypatch):
     assert ckpt.default_path() == TEST_CKPT
     monkeypatch.delenv(ckpt.ENV)
     assert ckpt.default_path() == ROOT / "checkpoints" / "default"
+
+
+@pytest.mark.timeout(300)
+def test_gpu_script_runs_on_cpu_for_a_few_steps(tmp_path):
+    """scripts/train_gpu.sh end to end at toy size: probe, timed run, checkpoint and log in $OUT."""
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PRESET="test", SMOKE="0", PROBE_S="2", TRAIN_S="6", WORKERS="1",
+               INIT="none", SEED="5", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "scripts/train_gpu.sh"], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=280)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    probe = json.loads((out / "throughput.json").read_text())
+    assert probe["model_alone_samples_per_s"] > 0 and probe["generator_alone_samples_per_s"] > 0
+    assert probe["model_alone_48_shapes_samples_per_s"] > 0 and probe["device"] == "cpu"
+    c = ckpt.load(out / "base")
+    assert c.provenance["runs"][-1]["seed"] == 5 and c.provenance["steps"] > 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["final"] is True
