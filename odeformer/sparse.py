@@ -110,7 +110,10 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
     for comps, consts in proposals:
         for comp, cs in zip(comps, split_constants(comps, consts)):
             theirs += additive_terms(comp, cs)
-    libraries = [quadratic, polynomial, quadratic + theirs, grammar_terms(dim, operators, use_time) + theirs]
+    # quadratic with sines and cosines: PySINDy's polynomial + Fourier library, without the cubes that
+    # would otherwise stand in for a sine over one trajectory (and fail on the next)
+    trig = grammar_terms(dim, operators & {"mul", "sin", "cos"}, use_time, degree=2)
+    libraries = [quadratic, polynomial, trig, quadratic + theirs, grammar_terms(dim, operators, use_time) + theirs]
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
     # several smoothing windows: small ones follow fast clean dynamics, large ones average noise away;
