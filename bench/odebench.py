@@ -199,6 +199,19 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_by_dim(summary: dict) -> str:
+    """Reconstruction / generalisation accuracy per number of variables, one row per variant and setting."""
+    dims = sorted({k for blocks in summary.values() for k in blocks if k != "all"})
+    lines = ["| variant | noise σ | dropped | " + " | ".join(f"{d[3:]} var. (n)" for d in dims) + " |",
+             "|---|---|---|" + "---|" * len(dims)]
+    for name, blocks in summary.items():
+        variant, sigma, drop = name.split(" ")
+        cells = [f"{blocks[d]['recon_acc']:.2f} / {blocks[d]['gen_acc']:.2f} ({blocks[d]['n']})" if d in blocks
+                 else "—" for d in dims]
+        lines.append(f"| {variant} | {sigma.split('=')[1]} | {drop.split('=')[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt_r2(v: float) -> str:
     return "< -1" if v < -1 else f"{v:.3f}"
 
@@ -327,6 +340,8 @@ def main() -> None:
     summary = summarise(rows)
     table = markdown(summary)
     print(table)
+    by_dim = markdown_by_dim(summary)
+    print(by_dim)
     versus = ratios(summary)
     if versus:
         print(versus)
@@ -339,6 +354,7 @@ def main() -> None:
             for r in rows]
     out.write_text(json.dumps({"command": " ".join(["python", "bench/odebench.py", *sys.argv[1:]]),
                                "checkpoint": checkpoint, "weights_sha256": sha, "summary": summary, "table": table,
+                               "table_by_dim": by_dim,
                                "ratios": versus,
                                "rows": sorted(rows, key=lambda r: (r["variant"], r["sigma"], r["drop"], r["id"]))},
                               indent=1))

@@ -29,7 +29,7 @@ from data_gen.simplify import simplify
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search, sample
 from odeformer.encoding import Normalization, encode_points
-from odeformer.expressions import split_constants, to_sympy, var_name
+from odeformer.expressions import TIME, leaves, split_constants, to_sympy, var_name
 from odeformer.fitting import Fit, refit, simulate, trajectory_r2
 from odeformer.metrics import r2_score
 from odeformer.samples import Example, collate
@@ -37,6 +37,9 @@ from odeformer.samples import Example, collate
 MIN_POINTS = 5
 MAX_POINTS_PER_GROUP = 200
 COMPLEXITY_PENALTY = 2e-4
+#: an explicit time dependence must buy this much held-out R^2: over one trajectory, terms in t can
+#: absorb what a law misses, and then fail from any other initial condition
+TIME_PENALTY = 0.01
 #: names SymPy's parser would read as functions or constants; S, I, E, N, Q, beta, gamma are fine as
 #: variables because our output never uses them as functions (DESIGN.md 3.1)
 _FINE = {"S", "I", "E", "N", "Q", "C", "O", "beta", "gamma"}
@@ -217,7 +220,7 @@ class ODERegressor:
             ops = c.grammar.output_operators if self.allowed_operators is None else set(self.allowed_operators)
             use_time = c.grammar["system"]["time_share"] > 0
             # the regression's candidates first: few, cheap, and often right for polynomial laws
-            proposals = sparse.propose(fit_data, ops, use_time, proposals) + proposals
+            proposals = sparse.propose(fit_data, ops, use_time, proposals, deadline=refit_deadline) + proposals
 
         candidates: list[Candidate] = []
         for comps, consts in proposals:
@@ -329,6 +332,8 @@ class ODERegressor:
         user = [_floats(e) for e in user]
         complexity = sum(_count_nodes(e) for e in user)
         score = max(r2_held, -1.0) - COMPLEXITY_PENALTY * complexity
+        if any(TIME in leaves(comp) for comp in fit.components):
+            score -= TIME_PENALTY
         rhs = {n: sp.sstr(e, full_prec=False) for n, e in zip(names, user)}
         return Candidate(rhs, user, float(r2_all), complexity, float(score), fit=fit)
 

@@ -11,6 +11,7 @@ candidate ``sum_j C_j * term_j`` that is then refitted and ranked with the trans
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,9 +98,37 @@ def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float, alpha: float = 0.0
     return coef / norms
 
 
+def eliminate(theta: np.ndarray, y: np.ndarray, coef: np.ndarray, aic_per_term: float = 2.0) -> np.ndarray:
+    """Backward elimination after STLSQ: drop, one at a time, the term whose removal raises the squared
+    error least, while the Akaike criterion (n log SSE + 2 per term) does not get worse. Collinear
+    columns over one trajectory (x, x**2, sin x where x barely varies) otherwise share a law's weight."""
+    cols = list(np.flatnonzero(coef))
+    if len(cols) < 2:
+        return coef
+    norms = np.linalg.norm(theta, axis=0)
+    norms[norms == 0] = 1.0
+    a, n = theta / norms, len(y)
+
+    def fit(subset: list[int]) -> tuple[float, np.ndarray]:
+        c = np.linalg.lstsq(a[:, subset], y, rcond=None)[0]
+        return float(np.sum((a[:, subset] @ c - y) ** 2)), c
+
+    sse, c = fit(cols)
+    while len(cols) > 1:
+        trials = [(fit([k for k in cols if k != j]), j) for j in cols]
+        (sse_new, c_new), j = min(trials, key=lambda r: r[0][0])
+        if n * np.log(max(sse_new, 1e-300) / max(sse, 1e-300)) > aic_per_term:
+            break
+        cols.remove(j)
+        sse, c = sse_new, c_new
+    out = np.zeros_like(coef)
+    out[cols] = c / norms[cols]
+    return out
+
+
 def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
             proposals: Sequence[tuple[tuple[Tree, ...], Sequence[float]]] = (),
-            max_candidates: int = 8) -> list[tuple[tuple[Tree, ...], list[float]]]:
+            max_candidates: int = 8, deadline: float = np.inf) -> list[tuple[tuple[Tree, ...], list[float]]]:
     """Candidate systems (components, constants) from STLSQ over three libraries: polynomials; polynomials
     and the transformer's terms; everything the grammar offers (with ``t`` when it allows)."""
     dim = data[0][1].shape[1]
@@ -122,6 +151,8 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
     derivatives.append(np.concatenate([spline_derivatives(t, x) for t, x in data]))
     out, seen = [], set()
     for library, dxs in itertools.product(libraries, derivatives):
+        if time.monotonic() > deadline:
+            break
         terms = list({t.key: t for t in library}.values())
         with np.errstate(all="ignore"):
             cols = [np.broadcast_to(evaluate(term.tree, xs, ts, term.consts), len(ts)) for term in terms]
@@ -129,27 +160,37 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
         ok = np.all(np.isfinite(theta), axis=0) & (np.abs(theta).max(axis=0) < 1e8)
         theta, usable = theta[:, ok], [t for t, keep in zip(terms + [None], ok) if keep]
         for threshold in THRESHOLDS:
-            comps, consts, key, sse, sst, n_terms = [], [], [], 0.0, 0.0, 0
-            for i in range(dim):
-                coef = stlsq(theta, dxs[:, i], threshold)
-                active = np.flatnonzero(coef)
-                if len(active) == 0 or len(active) > MAX_TERMS:
-                    break
-                tree, values = _sum_tree([usable[j] for j in active], coef[active])
-                comps.append(tree)
-                consts += values
-                key.append(tuple(usable[j].key if usable[j] else "1" for j in active))
-                sse += float(np.sum((theta @ coef - dxs[:, i]) ** 2))
-                sst += float(np.sum((dxs[:, i] - dxs[:, i].mean()) ** 2))
-                n_terms += len(active)
-            else:
-                if tuple(key) not in seen:
-                    seen.add(tuple(key))
-                    score = 1.0 - sse / max(sst, 1e-300) - 0.01 * n_terms  # derivative estimates are rough
-                    out.append((score, tuple(comps), consts))
+            raw = [stlsq(theta, dxs[:, i], threshold) for i in range(dim)]
+            variants = [raw]
+            if all(0 < np.count_nonzero(c) <= MAX_TERMS for c in raw):
+                # the regression's own answer and its backward-eliminated form both compete
+                variants.append([eliminate(theta, dxs[:, i], c) for i, c in enumerate(raw)])
+            for coefs in variants:
+                system = _system(coefs, usable, theta, dxs)
+                if system is not None and system[3] not in seen:
+                    seen.add(system[3])
+                    out.append(system[:3])
     # only the most promising go on to the (costly) refitting and ranking
     out.sort(key=lambda r: -r[0])
     return [(comps, consts) for _, comps, consts in out[:max_candidates]]
+
+
+def _system(coefs: list[np.ndarray], usable: list, theta: np.ndarray, dxs: np.ndarray):
+    """(score, components, constants, key) of one regression result; None when a component is empty
+    or too long. The score is the derivative fit less 0.01 per term (derivative estimates are rough)."""
+    comps, consts, key, sse, sst, n_terms = [], [], [], 0.0, 0.0, 0
+    for i, coef in enumerate(coefs):
+        active = np.flatnonzero(coef)
+        if len(active) == 0 or len(active) > MAX_TERMS:
+            return None
+        tree, values = _sum_tree([usable[j] for j in active], coef[active])
+        comps.append(tree)
+        consts += values
+        key.append(tuple(usable[j].key if usable[j] else "1" for j in active))
+        sse += float(np.sum((theta @ coef - dxs[:, i]) ** 2))
+        sst += float(np.sum((dxs[:, i] - dxs[:, i].mean()) ** 2))
+        n_terms += len(active)
+    return 1.0 - sse / max(sst, 1e-300) - 0.01 * n_terms, tuple(comps), consts, tuple(key)
 
 
 def _sum_tree(terms: list, coefs: np.ndarray) -> tuple[Tree, list[float]]:

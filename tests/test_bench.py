@@ -55,6 +55,7 @@ def test_harness_end_to_end_on_three_systems():
     table = ob.markdown(summary)
     assert "| hybrid | 0.01 | 0.5 |" in table
     assert set(summary["hybrid sigma=0.01 drop=0.5"]) == {"all", "dim1", "dim2", "dim3"}
+    assert "| hybrid | 0.01 | 0.5 | " in ob.markdown_by_dim(summary) and "(1) |" in ob.markdown_by_dim(summary)
 
 
 def test_sindy_feature_names_parse_to_sympy():
