@@ -62,7 +62,8 @@ def parse_system(rhs: list[str], dim: int) -> list[sp.Expr]:
     """Benchmark right-hand sides read with an explicit symbol table (x_0.., t)."""
     table = {f"x_{i}": sp.Symbol(f"x_{i}") for i in range(dim)} | {"t": sp.Symbol("t")}
     table |= {name: getattr(sp, name) for name in ("sin", "cos", "tan", "exp", "log", "sqrt", "Abs", "sign", "asin",
-                                                   "acos", "atan", "sinh", "cosh", "tanh", "asinh", "atanh")}
+                                                   "acos", "atan", "sinh", "cosh", "tanh", "asinh", "atanh",
+                                                   "cot", "sec", "csc")}
     return [sp.parse_expr(r, local_dict=table, global_dict={"Integer": sp.Integer, "Float": sp.Float,
                                                             "Rational": sp.Rational, "Symbol": sp.Symbol}) for r in rhs]
 
@@ -131,10 +132,13 @@ def run_one(job: dict) -> dict:
     s, sigma, drop, variant = job["system"], job["sigma"], job["drop"], job["variant"]
     dim = s["dim"]
     t_eval = t_eval_of(s)
-    truth = parse_system(s["substituted"][0], dim)
+    out = {"id": s["id"], "dim": dim, "sigma": sigma, "drop": drop, "variant": variant}
+    try:
+        truth = parse_system(s["substituted"][0], dim)
+    except (SyntaxError, TypeError, ValueError, NameError) as e:  # a bad benchmark entry is reported, not fatal
+        return {**out, "error": f"cannot parse the benchmark's right-hand side: {e}"}
     f = lambdify_exprs(truth, dim)
     clean = [integrate(f, x0, t_eval) for x0 in s["init"][:2]]
-    out = {"id": s["id"], "dim": dim, "sigma": sigma, "drop": drop, "variant": variant}
     if any(c is None for c in clean):
         return {**out, "error": "reference integration failed"}
     t_obs, x_obs = corrupt(clean[0], sigma, drop, seed=1000 * s["id"] + int(100 * sigma) + int(10 * drop),

@@ -96,6 +96,12 @@ def test_baseline_and_ours_on_a_forced_system_end_to_end():
     assert "ours/pysindy-spline recon" in ob.ratios(summary)
 
 
+def test_every_odebench_system_parses_and_integrates():
+    for s in ob.load_systems(False):
+        exprs = ob.parse_system(s["substituted"][0], s["dim"])
+        assert {str(v) for e in exprs for v in e.free_symbols} <= {f"x_{i}" for i in range(s["dim"])}, s["id"]
+
+
 def test_benchmark_sets_parse_with_the_explicit_symbol_table():
     forced = ob.load_systems(False, "forced")
     assert len(forced) >= 10
