@@ -144,12 +144,11 @@ def _worker(args) -> Chunk:
     return generate_chunk(Grammar.from_dict(json.loads(grammar_json), source), seed, index, verify=verify)
 
 
-def ordered_map(fn: Callable, jobs: Iterable, workers: int, inline_single: bool = True) -> Iterator:
+def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``map(fn, jobs)`` over ``workers`` processes, results in order, a bounded number in flight
-    (``jobs`` may be infinite). ``fn`` must be a module-level function. One worker runs in this process
-    when ``inline_single``, else in a process of its own (a trainer keeps its core for the model)."""
+    (``jobs`` may be infinite). ``fn`` must be a module-level function; one worker runs in this process."""
     jobs = iter(jobs)
-    if workers < 1 or (workers == 1 and inline_single):
+    if workers <= 1:
         yield from map(fn, jobs)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads

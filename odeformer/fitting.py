@@ -108,7 +108,7 @@ def simulate_many(components: Sequence[Tree], const_rows: np.ndarray, t: np.ndar
                   deadline: float = np.inf) -> list[np.ndarray | None]:
     """Integrate one candidate under each row of constants from ``x0`` at ``t[0]``; the states at ``t``
     per row (None where it fails). All rows run in one call of the compiled Dormand-Prince integrator
-    of the generator; rows it finds stiff, or candidates it cannot run, fall back to LSODA."""
+    of the generator; rows that run out of steps (stiff), or candidates it cannot run, fall back to LSODA."""
     components = tuple(components)
     rows = np.atleast_2d(np.asarray(const_rows, dtype=np.float64))
     t = np.asarray(t, dtype=np.float64)

@@ -117,8 +117,7 @@ def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int,
                    pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Endless training batches made by ``workers`` processes (0: in this process), compact dtypes
     (see :func:`batch_to`). A ``torch.utils.data.DataLoader`` moves them: the workers' tensors travel
-    through shared memory rather than being pickled through a pipe, which the trainer's process
-    could not unpickle fast enough to feed a GPU."""
+    through shared memory rather than being pickled through a pipe, and are pinned for the GPU."""
     data = ChunkBatches(grammar, vocab, seed, per_system, max_len, batch_size, start, step)
     kwargs = dict(multiprocessing_context="spawn", worker_init_fn=_init_loader_worker, prefetch_factor=4) \
         if workers > 0 else {}
