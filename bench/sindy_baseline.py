@@ -43,12 +43,6 @@ def feature_expr(name: str, symbols: dict[str, sp.Symbol]) -> sp.Expr:
     return out
 
 
-def spline_derivative(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    from scipy.interpolate import make_smoothing_spline
-
-    return np.stack([make_smoothing_spline(t, x[:, i]).derivative()(t) for i in range(x.shape[1])], axis=1)
-
-
 def _library(degree: int, frequencies: int):
     import pysindy as ps
 
@@ -77,15 +71,12 @@ def simulate(exprs: list[sp.Expr], x0: np.ndarray, t_eval: np.ndarray, max_secon
     return integrate(lambdify_exprs(exprs, len(exprs)), x0, t_eval, max_seconds)
 
 
-def _r2(y, p) -> float:
-    from odeformer.metrics import r2_score
-
-    return -np.inf if p is None else r2_score(y, p)
-
-
 def fit_sindy(t: np.ndarray, x: np.ndarray, derivative: str = "fd", time_input: bool = False) -> list[sp.Expr]:
     """The tuned SINDy model of one observed trajectory, as SymPy right-hand sides in ``x_i`` (and ``t``)."""
     import pysindy as ps
+    from odebench import r2
+
+    from odeformer.fitting import spline_derivatives
 
     t, x = np.asarray(t, float), np.asarray(x, float)
     dim = x.shape[1]
@@ -93,7 +84,7 @@ def fit_sindy(t: np.ndarray, x: np.ndarray, derivative: str = "fd", time_input: 
 
     def derivs(tt, xx):
         if derivative == "spline":
-            return spline_derivative(tt, xx)
+            return spline_derivatives(tt, xx)
         if derivative == "fd":
             return ps.SmoothedFiniteDifference()(xx, tt)
         raise ValueError(f"unknown derivative method {derivative!r}")
@@ -108,13 +99,11 @@ def fit_sindy(t: np.ndarray, x: np.ndarray, derivative: str = "fd", time_input: 
                     exprs = _fit(t[:cut], x[:cut], dx_train, degree, freq, threshold, time_input, names)
                 except (ValueError, np.linalg.LinAlgError):
                     continue
-                score = _r2(x[cut:], _tail(simulate(exprs, x[0], t), cut))
+                pred = simulate(exprs, x[0], t)
+                score = r2(x[cut:], None if pred is None else pred[cut:])
                 if score > best_score:
                     best, best_score = (degree, freq, threshold), score
     if best is None:
         best = (1, 0, THRESHOLDS[0])
     return _fit(t, x, derivs(t, x), *best, time_input, names)
 
-
-def _tail(pred, cut):
-    return None if pred is None else pred[cut:]

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,23 @@ def _worker(args) -> Chunk:
     return generate_chunk(Grammar.from_dict(json.loads(grammar_json), source), seed, index, verify=verify)
 
 
+@contextmanager
+def single_threaded_children():
+    """One thread per worker process: thread-pool variables that processes started inside read at
+    start-up (overriding any set value, which they would otherwise inherit); restored afterwards."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``map(fn, jobs)`` over ``workers`` processes, results in order, a bounded number in flight
     (``jobs`` may be infinite). ``fn`` must be a module-level function; one worker runs in this process."""
@@ -152,9 +170,9 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
         yield from map(fn, jobs)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # read by the workers at start-up: one thread each, no oversubscription
-    with ctx.Pool(workers) as pool:
+    with single_threaded_children():
+        pool = ctx.Pool(workers)
+    with pool:
         pending: deque = deque()
         for job in itertools.islice(jobs, 2 * workers):
             pending.append(pool.apply_async(fn, (job,)))

@@ -242,7 +242,7 @@ class ODERegressor:
         if self.refit:
             candidates = [self._refit_on_all(cand, ndata, held, data, norm, names, deadline) for cand in candidates]
         _mark_pareto(candidates)
-        self.equations_ = candidates[: self.top_k]
+        self.equations_ = candidates
         self.variables_ = names
         self.normalization_ = norm
         self.elapsed_s_ = time.monotonic() - start

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from data_gen.corrupt import corrupt
-from data_gen.pipeline import System, generate_chunk
+from data_gen.pipeline import System, generate_chunk, single_threaded_children
 from odeformer.encoding import encode_points
 from odeformer.grammar import Grammar
 from odeformer.tokens import Vocabulary
@@ -96,22 +94,6 @@ def _init_loader_worker(_: int) -> None:
     torch.set_num_threads(1)  # one core per generator process: there are as many processes as cores
 
 
-@contextmanager
-def _single_threaded_children():
-    """Thread-pool variables the spawned workers read at start-up (a set value would be inherited)."""
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: "1" for k in names})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int, per_system: int, max_len: int,
                    batch_size: int, start: int = 0, step: int = 1,
                    pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
@@ -123,7 +105,7 @@ def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int,
         if workers > 0 else {}
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                          **kwargs)
-    with _single_threaded_children():
+    with single_threaded_children():
         it = iter(loader)
     return it
 

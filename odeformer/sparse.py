@@ -150,7 +150,7 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
     derivatives = [np.concatenate([estimate_derivatives(t, x, w) for t, x in data]) for w in WINDOWS]
     derivatives.append(np.concatenate([spline_derivatives(t, x) for t, x in data]))
     out, seen = [], set()
-    for library, dxs in itertools.product(libraries, derivatives):
+    for library in libraries:
         if time.monotonic() > deadline:
             break
         terms = list({t.key: t for t in library}.values())
@@ -159,7 +159,9 @@ def propose(data: Sequence[Trajectory], operators: set[str], use_time: bool,
         theta = np.stack(cols + [np.ones(len(ts))], axis=1)
         ok = np.all(np.isfinite(theta), axis=0) & (np.abs(theta).max(axis=0) < 1e8)
         theta, usable = theta[:, ok], [t for t, keep in zip(terms + [None], ok) if keep]
-        for threshold in THRESHOLDS:
+        for dxs, threshold in itertools.product(derivatives, THRESHOLDS):
+            if time.monotonic() > deadline:
+                break
             raw = [stlsq(theta, dxs[:, i], threshold) for i in range(dim)]
             variants = [raw]
             if all(0 < np.count_nonzero(c) <= MAX_TERMS for c in raw):
