@@ -76,7 +76,7 @@ def fit_sindy(t: np.ndarray, x: np.ndarray, derivative: str = "fd", time_input: 
     import pysindy as ps
     from odebench import r2
 
-    from odeformer.fitting import spline_derivatives
+    from odeformer.derivatives import spline_derivatives
 
     t, x = np.asarray(t, float), np.asarray(x, float)
     dim = x.shape[1]

@@ -55,7 +55,7 @@ def main() -> None:
     model = build_model(cfg, grammar, vocab).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = stream_batches(grammar, vocab, 12345, args.workers, cfg["samples_per_system"], model.config.max_out_len,
-                          cfg["batch_size"], pin_memory=bf16)
+                          cfg["batch_size"], pin_memory=bf16, derivatives=model.config.input_derivatives)
 
     def run(next_batch, seconds: float) -> float:
         warm = time.perf_counter()
@@ -85,7 +85,7 @@ def main() -> None:
     def one_process(seconds: float) -> float:
         """The generator's own rate in this process: what one worker can give at best."""
         job = (grammar.to_json(), 12345, 10**6, list(vocab.tokens), cfg["samples_per_system"],
-               model.config.max_out_len, cfg["batch_size"])
+               model.config.max_out_len, cfg["batch_size"], model.config.input_derivatives)
         _batches_job(job)  # compiled (or loaded from numba's cache)
         n, start, i = 0, time.perf_counter(), 0
         while time.perf_counter() - start < seconds:

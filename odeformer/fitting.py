@@ -16,10 +16,10 @@ from functools import lru_cache
 import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
-from scipy.signal import savgol_filter
 
 from data_gen.integrate import OP_ADD, OP_NEG, STACK_DEPTH, STATUS_OK, STATUS_STIFF, solve_at
 from data_gen.program import build_batch, compile_system
+from odeformer.derivatives import estimate_derivatives
 from odeformer.expressions import Tree, evaluate, python_rhs, split_constants
 from odeformer.metrics import r2_score
 
@@ -36,34 +36,6 @@ class Fit:
     components: tuple[Tree, ...]
     constants: np.ndarray
     r2: float  # variance-weighted R^2 of the re-integrated system over all trajectories (-inf if it fails)
-
-
-def estimate_derivatives(t: np.ndarray, x: np.ndarray, window: int = 7) -> np.ndarray:
-    """dx/dt at the observed times: a Savitzky-Golay (cubic) derivative on a regular resampling.
-    Small windows follow fast dynamics on clean data; larger ones average noise away."""
-    n = len(t)
-    if n < 5:
-        return np.gradient(x, t, axis=0)
-    grid = np.linspace(t[0], t[-1], n)
-    xs = np.stack([np.interp(grid, t, x[:, i]) for i in range(x.shape[1])], axis=1)
-    window = min(window | 1, n if n % 2 else n - 1)
-    dx = savgol_filter(xs, window, min(3, window - 1), deriv=1, delta=grid[1] - grid[0], axis=0)
-    return np.stack([np.interp(t, grid, dx[:, i]) for i in range(x.shape[1])], axis=1)
-
-
-def spline_derivatives(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """dx/dt of a cubic smoothing spline per variable, its penalty chosen by generalised
-    cross-validation: adapts its smoothing to the noise, and needs no regular grid."""
-    from scipy.interpolate import make_smoothing_spline
-
-    if len(t) < 5:
-        return np.gradient(x, t, axis=0)
-    try:
-        with np.errstate(all="ignore"):
-            dx = np.stack([make_smoothing_spline(t, x[:, i]).derivative()(t) for i in range(x.shape[1])], axis=1)
-    except (ValueError, np.linalg.LinAlgError):
-        return estimate_derivatives(t, x)
-    return dx if np.all(np.isfinite(dx)) else estimate_derivatives(t, x)
 
 
 def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,

@@ -25,6 +25,7 @@ class ModelConfig:
     dropout: float = 0.0
     max_out_len: int = 192
     max_trajectories: int = 8
+    input_derivatives: bool = False  # the encoder's inputs carry dx/dt estimates (see odeformer.encoding)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,6 +40,9 @@ COMPLEXITY_PENALTY = 2e-4
 #: an explicit time dependence must buy this much held-out R^2: over one trajectory, terms in t can
 #: absorb what a law misses, and then fail from any other initial condition
 TIME_PENALTY = 0.01
+#: the best candidates are also tried without the additive terms (multiplied out) that contribute less
+#: than these shares of their component
+PRUNE_SHARES = (1e-3, 0.05)
 #: names SymPy's parser would read as functions or constants; S, I, E, N, Q, beta, gamma are fine as
 #: variables because our output never uses them as functions (DESIGN.md 3.1)
 _FINE = {"S", "I", "E", "N", "Q", "C", "O", "beta", "gamma"}
@@ -252,16 +255,17 @@ class ODERegressor:
     def _transformer_proposals(self, ndata, d: int, allowed, deadline: float) -> list:
         """Beam-search (or sampled) proposals, de-duplicated by their skeleton, best first."""
         c = self.model_
+        derivs = c.model.config.input_derivatives
         examples = []
         for ti, xi in ndata:  # long trajectories become several groups; their proposals are pooled
             n_groups = max(1, int(np.ceil(len(ti) / MAX_POINTS_PER_GROUP)))
             for g in range(n_groups):
-                examples.append(Example(*encode_points([(ti[g::n_groups], xi[g::n_groups])], c.vocab.max_dim),
+                examples.append(Example(*encode_points([(ti[g::n_groups], xi[g::n_groups])], c.vocab.max_dim, derivs),
                                         np.array([1, 2])))
         if len(ndata) > 1:  # and all trajectories together, as the model was trained to read them
             sub = [(ti[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)],
                     xi[:: max(1, len(ti) * len(ndata) // MAX_POINTS_PER_GROUP)]) for ti, xi in ndata]
-            examples.append(Example(*encode_points(sub, c.vocab.max_dim), np.array([1, 2])))
+            examples.append(Example(*encode_points(sub, c.vocab.max_dim, derivs), np.array([1, 2])))
         batch = {k: v.to(self.device) for k, v in collate(examples).items()}
         with torch.inference_mode():
             args = (c.model, c.vocab, batch["points"], batch["traj"], batch["mask"], torch.full((len(examples),), d),
@@ -288,12 +292,17 @@ class ODERegressor:
         """The best candidates again without their negligible terms (leftovers of noise fitting)."""
         from odeformer.sparse import prune_small_terms
 
-        out = []
+        out, tried = [], set()
         for cand in best:
-            if time.monotonic() > refit_deadline:
-                break
-            smaller = prune_small_terms(cand.fit.components, cand.fit.constants, fit_data)
-            if smaller is not None:
+            # a term's share before the final refit can be off by a few times (stage 1 fits derivatives),
+            # so a bolder cut is tried too; the variants only compete, the ranking decides
+            for rel in PRUNE_SHARES:
+                if time.monotonic() > refit_deadline:
+                    break
+                smaller = prune_small_terms(cand.fit.components, cand.fit.constants, fit_data, rel)
+                if smaller is None or smaller[0] in tried:
+                    continue
+                tried.add(smaller[0])
                 fit = refit(*smaller, fit_data, deadline=refit_deadline) if self.refit else None
                 if fit is not None and np.isfinite(fit.r2):
                     out.append(self._finish(fit, ndata, held, data, norm, names, deadline))

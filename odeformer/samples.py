@@ -35,7 +35,7 @@ class Example:
 
 
 def examples_from_systems(systems: list[System], grammar: Grammar, vocab: Vocabulary, per_system: int,
-                          rng: np.random.Generator, max_len: int) -> list[Example]:
+                          rng: np.random.Generator, max_len: int, derivatives: bool = False) -> list[Example]:
     out = []
     for s in systems:
         try:
@@ -46,7 +46,7 @@ def examples_from_systems(systems: list[System], grammar: Grammar, vocab: Vocabu
             continue
         for _ in range(per_system):
             sample = corrupt(s, grammar["corruption"], rng)
-            points, traj = encode_points(sample.trajectories, vocab.max_dim)
+            points, traj = encode_points(sample.trajectories, vocab.max_dim, derivatives)
             out.append(Example(points, traj, tokens))
     return out
 
@@ -54,12 +54,12 @@ def examples_from_systems(systems: list[System], grammar: Grammar, vocab: Vocabu
 def _batches_job(args) -> list[dict]:
     """One chunk's examples, shuffled and collated into batches in the worker: the trainer's process
     then only receives a few large arrays per batch instead of unpickling and padding many small ones."""
-    grammar_json, seed, index, vocab_tokens, per_system, max_len, batch_size = args
+    grammar_json, seed, index, vocab_tokens, per_system, max_len, batch_size, derivatives = args
     grammar = Grammar.from_dict(json.loads(grammar_json))
     chunk = generate_chunk(grammar, seed, index)
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
     examples = examples_from_systems(chunk.systems, grammar, Vocabulary(tuple(vocab_tokens)), per_system, rng,
-                                     max_len)
+                                     max_len, derivatives)
     order = rng.permutation(len(examples))  # interleave systems within the chunk
     out = []
     for i in range(0, len(order), batch_size):
@@ -75,18 +75,18 @@ class ChunkBatches(torch.utils.data.IterableDataset):
     round-robin, so the stream is the same from run to run for a given number of workers."""
 
     def __init__(self, grammar: Grammar, vocab: Vocabulary, seed: int, per_system: int, max_len: int,
-                 batch_size: int, start: int = 0, step: int = 1):
+                 batch_size: int, start: int = 0, step: int = 1, derivatives: bool = False):
         super().__init__()
-        self.job = (grammar.to_json(), seed, list(vocab.tokens), per_system, max_len, batch_size)
+        self.job = (grammar.to_json(), seed, list(vocab.tokens), per_system, max_len, batch_size, derivatives)
         self.start, self.step = start, step
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         w, n = (info.id, info.num_workers) if info else (0, 1)
-        grammar_json, seed, tokens, per_system, max_len, batch_size = self.job
+        grammar_json, seed, *rest = self.job
         for k in itertools.count():
             index = self.start + self.step * (w + n * k)
-            for batch in _batches_job((grammar_json, seed, index, tokens, per_system, max_len, batch_size)):
+            for batch in _batches_job((grammar_json, seed, index, *rest)):
                 yield {key: torch.from_numpy(v) for key, v in batch.items()}
 
 
@@ -96,11 +96,11 @@ def _init_loader_worker(_: int) -> None:
 
 def stream_batches(grammar: Grammar, vocab: Vocabulary, seed: int, workers: int, per_system: int, max_len: int,
                    batch_size: int, start: int = 0, step: int = 1,
-                   pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                   pin_memory: bool = False, derivatives: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Endless training batches made by ``workers`` processes (0: in this process), compact dtypes
     (see :func:`batch_to`). A ``torch.utils.data.DataLoader`` moves them: the workers' tensors travel
     through shared memory rather than being pickled through a pipe, and are pinned for the GPU."""
-    data = ChunkBatches(grammar, vocab, seed, per_system, max_len, batch_size, start, step)
+    data = ChunkBatches(grammar, vocab, seed, per_system, max_len, batch_size, start, step, derivatives)
     kwargs = dict(multiprocessing_context="spawn", worker_init_fn=_init_loader_worker, prefetch_factor=4) \
         if workers > 0 else {}
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=pin_memory,
@@ -121,7 +121,7 @@ def batch_to(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict
 
 
 def shard_batches(data_dir: str, grammar: Grammar, vocab: Vocabulary, per_system: int, max_len: int,
-                  batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+                  batch_size: int, seed: int, derivatives: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches from the shards of ``odeformer generate``: every epoch reshuffles the systems
     and corrupts them afresh."""
     from pathlib import Path
@@ -139,7 +139,7 @@ def shard_batches(data_dir: str, grammar: Grammar, vocab: Vocabulary, per_system
         pending: list[Example] = []
         produced = 0
         for i in order:
-            pending += examples_from_systems([systems[i]], grammar, vocab, per_system, rng, max_len)
+            pending += examples_from_systems([systems[i]], grammar, vocab, per_system, rng, max_len, derivatives)
             while len(pending) >= batch_size:
                 yield collate(pending[:batch_size])
                 produced += 1
@@ -150,7 +150,8 @@ def shard_batches(data_dir: str, grammar: Grammar, vocab: Vocabulary, per_system
             raise ValueError(f"{data_dir}: no system fits the model's vocabulary and length limit")
 
 
-def validation_set(grammar: Grammar, vocab: Vocabulary, n: int, max_len: int) -> tuple[list[Example], list[System]]:
+def validation_set(grammar: Grammar, vocab: Vocabulary, n: int, max_len: int,
+                   derivatives: bool = False) -> tuple[list[Example], list[System]]:
     """``n`` fixed examples (one per system, one system per skeleton) and their systems."""
     examples, systems = [], []
     rng = np.random.default_rng(VALIDATION_SEED)
@@ -161,7 +162,7 @@ def validation_set(grammar: Grammar, vocab: Vocabulary, n: int, max_len: int) ->
             if s.skeleton.key in seen:
                 continue
             seen.add(s.skeleton.key)
-            ex = examples_from_systems([s], grammar, vocab, 1, rng, max_len)
+            ex = examples_from_systems([s], grammar, vocab, 1, rng, max_len, derivatives)
             if ex:
                 examples.append(ex[0])
                 systems.append(s)

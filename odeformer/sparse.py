@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from odeformer.derivatives import estimate_derivatives, spline_derivatives
 from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants, to_prefix, var_name
-from odeformer.fitting import Trajectory, estimate_derivatives, spline_derivatives
+from odeformer.fitting import Trajectory
 
 THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
 MAX_TERMS = 8
@@ -213,7 +214,7 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
     xs = np.concatenate([x for _, x in data])
     new_comps, new_consts, dropped = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
-        pieces = _signed_terms(comp, mine)
+        pieces = _signed_terms(*_expanded(comp, mine))
         with np.errstate(all="ignore"):
             values = [np.broadcast_to(evaluate(tree, xs, ts, c), len(ts)) * sign for sign, tree, c in pieces]
         total = np.max(np.abs(np.sum(values, axis=0))) if values else 0.0
@@ -229,6 +230,28 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
             new_consts += list(c)
         new_comps.append(node)
     return (tuple(new_comps), new_consts) if dropped else None
+
+
+MAX_EXPANDED_TERMS = 12
+
+
+def _expanded(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
+    """The component multiplied out (``x*(a*x + b)`` -> ``a*x**2 + b*x``) when that gives separate
+    terms, so a negligible one inside a product can be pruned; else the component as it is."""
+    import sympy as sp
+
+    from odeformer.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
+
+    names = {sp.Symbol(leaf): leaf for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
+    try:
+        expr = sp.expand(to_sympy(tree, consts))
+        terms = sp.Add.make_args(expr)
+        if len(terms) <= len(_signed_terms(tree, consts)) or len(terms) > MAX_EXPANDED_TERMS:
+            return tree, consts
+        new_tree, new_consts = from_sympy(expr, names)
+    except (NotExpressible, TypeError, ValueError):
+        return tree, consts
+    return new_tree, new_consts
 
 
 def _signed_terms(tree: Tree, consts: list[float]) -> list[tuple[int, Tree, list[float]]]:

@@ -43,6 +43,7 @@ PRESETS = Path(__file__).resolve().parent / "presets"
 DEFAULTS = dict(
     # model (ignored when --init gives a checkpoint: its architecture wins)
     d_model=128, n_heads=4, n_enc=3, n_dec=3, d_ff=512, dropout=0.0, max_out_len=192,
+    input_derivatives=False,
     # data
     grammar="", data="", seed=1, workers=1, samples_per_system=4, batch_size=32,
     # optimisation: warmup-stable-decay; the run ends at max_steps or max_time_s, whichever comes first
@@ -130,7 +131,8 @@ def train_step(model, opt, batch: dict, grad_clip: float, bf16: bool):
 def build_model(cfg: dict, grammar: Grammar, vocab: Vocabulary) -> ODEFormer:
     names = {f.name for f in fields(ModelConfig)}
     arch = {k: cfg[k] for k in names if k in cfg}
-    return ODEFormer(ModelConfig(n_features=n_features(grammar.max_dim), vocab_size=len(vocab), **arch))
+    return ODEFormer(ModelConfig(n_features=n_features(grammar.max_dim, cfg["input_derivatives"]),
+                                 vocab_size=len(vocab), **arch))
 
 
 @torch.no_grad()
@@ -207,13 +209,16 @@ def train(cfg: dict) -> Path:
 
     out = Path(cfg["out"] or "checkpoints/run")
     log = open(cfg["log"], "a") if cfg["log"] and rank == 0 else None
-    val = validation_set(grammar, vocab, cfg["eval_systems"], max_len) if rank == 0 and cfg["eval_systems"] else None
+    derivs = raw_model.config.input_derivatives
+    val = (validation_set(grammar, vocab, cfg["eval_systems"], max_len, derivs)
+           if rank == 0 and cfg["eval_systems"] else None)
     if cfg["data"]:  # systems generated beforehand by `odeformer generate`, corrupted afresh every epoch
         data = shard_batches(cfg["data"], grammar, vocab, cfg["samples_per_system"], max_len, cfg["batch_size"],
-                             seed=cfg["seed"] * 1000 + rank)
+                             seed=cfg["seed"] * 1000 + rank, derivatives=derivs)
     else:
         data = stream_batches(grammar, vocab, cfg["seed"], cfg["workers"], cfg["samples_per_system"], max_len,
-                              cfg["batch_size"], start=rank, step=world, pin_memory=device.type == "cuda")
+                              cfg["batch_size"], start=rank, step=world, pin_memory=device.type == "cuda",
+                              derivatives=derivs)
 
     start_steps = provenance["steps"]
     t0 = time.time()

@@ -69,6 +69,36 @@ def test_encoding_pools_trajectories_and_marks_unused_variables():
         encode_points([(t, x)], max_dim=1)
 
 
+def test_derivative_features_estimate_the_rate_of_change():
+    """The optional dx/dt inputs: asinh of the estimate and of the estimate over the variable's scale."""
+    t = np.sort(np.random.default_rng(0).uniform(0, 5, 80))
+    x = np.stack([3.0 * np.exp(-0.5 * t), np.sin(t)], axis=1)
+    plain, _ = encode_points([(t, x)], max_dim=2)
+    feats, _ = encode_points([(t, x), (t[:3], x[:3])], max_dim=2, derivatives=True)
+    assert feats.shape == (83, n_features(2, derivatives=True)) == (83, 2 + 6 * 2)
+    np.testing.assert_array_equal(feats[:80, : n_features(2)], plain)  # the plain features come first
+    dx = np.sinh(feats[:80, 10:12])
+    inner = slice(5, 75)  # Savitzky-Golay is less exact at the window's ends
+    np.testing.assert_allclose(dx[inner, 0], -0.5 * x[inner, 0], atol=0.05)  # linear resampling across gaps
+    np.testing.assert_allclose(dx[inner, 1], np.cos(t[inner]), atol=0.05)
+    np.testing.assert_allclose(np.sinh(feats[:80, 12]), dx[:, 0] / np.abs(x[:, 0]).max(), rtol=1e-4)
+    assert np.all(np.isfinite(feats))  # a three-point trajectory and repeated times give finite features
+    repeated, _ = encode_points([(np.zeros(6), np.ones((6, 1)))], max_dim=1, derivatives=True)
+    assert np.all(np.isfinite(repeated))
+
+
+def test_the_derivative_switch_travels_with_the_checkpoint(tmp_path):
+    cfg = ModelConfig(n_features=n_features(G.max_dim, True), vocab_size=len(V), d_model=32, n_heads=2, n_enc=1,
+                      n_dec=1, d_ff=64, input_derivatives=True)
+    path = ckpt.save(tmp_path / "d", ODEFormer(cfg), V, G, {"samples_seen": 1})
+    loaded = ckpt.load(path)
+    assert loaded.model.config.input_derivatives and loaded.model.config.n_features == 2 + 6 * G.max_dim
+    assert json.loads((path / "config.json").read_text())["encoding"]["derivatives"] is True
+    # checkpoints written before the switch existed read as without it
+    assert ModelConfig(**{k: v for k, v in cfg.to_dict().items() if k != "input_derivatives"}).input_derivatives \
+        is False
+
+
 def test_normalization_inverse_gives_user_units():
     """Fit data in a scaled frame, map the frame's equation back: it must reproduce the user's law."""
     x, tt = sp.symbols("x t")

@@ -8,9 +8,10 @@ import torch
 
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search, sample
+from odeformer.derivatives import estimate_derivatives
 from odeformer.encoding import encode_points
 from odeformer.expressions import operators
-from odeformer.fitting import estimate_derivatives, refit, trajectory_r2
+from odeformer.fitting import refit, trajectory_r2
 from odeformer.samples import Example, collate
 
 TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"

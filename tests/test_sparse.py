@@ -4,7 +4,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from odeformer.expressions import to_sympy
-from odeformer.sparse import additive_terms, grammar_terms, stlsq
+from odeformer.sparse import additive_terms, grammar_terms, prune_small_terms, stlsq
 
 
 def test_stlsq_recovers_a_sparse_linear_model():
@@ -64,3 +64,16 @@ def test_forced_system_gets_a_time_dependent_law():
     assert sp.Symbol("t") in expr.free_symbols
     pred = reg.predict(t + 100.0, x[0])
     assert np.abs(pred - x).max() < 0.05
+
+
+def test_pruning_multiplies_out_before_dropping_negligible_terms():
+    """x*(a*x + b) with a tiny a is the law b*x: the product is expanded so the x**2 term can go."""
+    t = np.linspace(0, 10, 100)
+    data = [(t, 3.0 * np.exp(-0.5 * t)[:, None])]
+    product = ("mul", "x_0", ("add", ("mul", "C", "x_0"), "C"))
+    (comp,), consts = prune_small_terms([product], [1.45e-5, -0.5], data)
+    assert comp == ("mul", "C", "x_0") and consts == [-0.5]
+    assert prune_small_terms([product], [0.2, -0.5], data) is None  # a real quadratic term stays
+    # a term worth ~1% goes only at the bolder share, which the regressor tries as a competing variant
+    assert prune_small_terms([product], [1.5e-3, -0.5], data) is None
+    assert prune_small_terms([product], [1.5e-3, -0.5], data, rel=0.05)[0] == (("mul", "C", "x_0"),)
