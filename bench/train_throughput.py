@@ -43,11 +43,13 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="per measurement")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--derivatives", action="store_true", help="inputs carry dx/dt features (input_derivatives)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = p.parse_args()
     cfg = load_config(args.preset, [])
     if args.batch_size:
         cfg["batch_size"] = args.batch_size
+    cfg["input_derivatives"] = cfg["input_derivatives"] or args.derivatives
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device.type == "cuda"
     grammar = default_grammar()
@@ -107,7 +109,8 @@ def main() -> None:
     # the same, cycling through as many distinct live shapes as a real run meets (per-shape costs show here)
     cached = [live() for _ in range(48)]
     alone_shapes = run(replay, args.seconds)
-    result = {"preset": args.preset, "device": torch.cuda.get_device_name() if bf16 else "cpu",
+    result = {"preset": args.preset, "input_derivatives": model.config.input_derivatives,
+              "device": torch.cuda.get_device_name() if bf16 else "cpu",
               "workers": args.workers, "batch_size": cfg["batch_size"], "params": model.n_params(),
               "model_alone_samples_per_s": round(alone, 1),
               "model_alone_48_shapes_samples_per_s": round(alone_shapes, 1),

@@ -1,4 +1,5 @@
-"""Fine-tuning a checkpoint on another grammar: extend its vocabulary, keep everything it knows.
+"""Growing a checkpoint without losing what it knows: a larger vocabulary for another grammar, and
+derivative input features (``input_derivatives``) for a model trained without them.
 
 Token ids of the base model are kept; tokens the new grammar adds (operators such as ``atan``,
 exponents, variables) are appended, and their embedding rows start at the mean of the base model's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from odeformer.encoding import n_features
 from odeformer.grammar import Grammar
 from odeformer.model import ModelConfig, ODEFormer
 from odeformer.tokens import Vocabulary
@@ -41,3 +43,20 @@ def extend_for_grammar(model: ODEFormer, vocab: Vocabulary, base_grammar: Gramma
     state["embed_tokens.weight"] = torch.cat(rows)
     new_model.load_state_dict(state)
     return new_model, new_vocab, added
+
+
+def add_derivative_inputs(model: ODEFormer, max_dim: int) -> ODEFormer:
+    """The model reading dx/dt features too (:mod:`odeformer.encoding`). They come last in each point's
+    feature vector, so their input weights start at zero: the new model computes exactly what the old
+    one did, and training then learns to use them."""
+    if model.config.input_derivatives:
+        return model
+    cfg = ModelConfig(**{**model.config.to_dict(), "input_derivatives": True,
+                         "n_features": n_features(max_dim, derivatives=True)})
+    new_model = ODEFormer(cfg).to(next(model.parameters()).device)
+    state = model.state_dict()
+    first = state["embed_points.0.weight"]
+    extra = first.new_zeros(first.shape[0], cfg.n_features - first.shape[1])
+    state["embed_points.0.weight"] = torch.cat([first, extra], dim=1)
+    new_model.load_state_dict(state)
+    return new_model

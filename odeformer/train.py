@@ -41,9 +41,9 @@ from odeformer.tokens import Vocabulary
 PRESETS = Path(__file__).resolve().parent / "presets"
 
 DEFAULTS = dict(
-    # model (ignored when --init gives a checkpoint: its architecture wins)
+    # model (ignored when --init gives a checkpoint: its architecture wins; add_input_derivatives widens it)
     d_model=128, n_heads=4, n_enc=3, n_dec=3, d_ff=512, dropout=0.0, max_out_len=192,
-    input_derivatives=False,
+    input_derivatives=False, add_input_derivatives=False,
     # data
     grammar="", data="", seed=1, workers=1, samples_per_system=4, batch_size=32,
     # optimisation: warmup-stable-decay; the run ends at max_steps or max_time_s, whichever comes first
@@ -195,6 +195,12 @@ def train(cfg: dict) -> Path:
             model, vocab, added = extend_for_grammar(model, vocab, init.grammar, grammar)
             if added and rank == 0:
                 print(f"vocabulary extended with {added}")
+        if cfg["add_input_derivatives"] and not model.config.input_derivatives:
+            from odeformer.finetune import add_derivative_inputs
+
+            model = add_derivative_inputs(model, grammar.max_dim)
+            if rank == 0:
+                print("input layer widened for dx/dt features")
     else:
         grammar = Grammar.from_file(cfg["grammar"]) if cfg["grammar"] else default_grammar()
         vocab = Vocabulary.for_grammar(grammar)

@@ -17,6 +17,11 @@ PRESET=${PRESET:-base}
 INIT=${INIT:-checkpoints/base-predecay}
 # the copy on the GPU machine has no .git: pass the commit in (ODEFORMER_GIT_COMMIT=$(git rev-parse HEAD))
 export ODEFORMER_GIT_COMMIT=${ODEFORMER_GIT_COMMIT:-unknown}
+# dx/dt input features (README, "The CPU model"): a model without them gets its input layer widened with
+# zero weights, so it starts out computing what it did
+DERIVS=${DERIVS:-1}
+DERIV_PROBE=(); DERIV_TRAIN=()
+[ "$DERIVS" = 1 ] && DERIV_PROBE=(--derivatives) && DERIV_TRAIN=(--set input_derivatives=true --set add_input_derivatives=true)
 SMOKE=${SMOKE:-1}
 PROBE_S=${PROBE_S:-12}
 export PYTHONPATH=.
@@ -34,13 +39,13 @@ fi
 if [ "$PROBE_S" != 0 ]; then
   echo "== throughput probe"
   timeout 150 python bench/train_throughput.py --preset "$PRESET" --seconds "$PROBE_S" --workers "$WORKERS" \
-      --out "$OUT/throughput.json" || echo "throughput probe failed"
+      "${DERIV_PROBE[@]}" --out "$OUT/throughput.json" || echo "throughput probe failed"
 fi
 
 echo "== training $PRESET for ${TRAIN_S}s, seed $SEED, $WORKERS generator workers"
 INIT_ARGS=()
 [ -f "$INIT/config.json" ] && INIT_ARGS=(--init "$INIT")
-timeout $(( TRAIN_S + 150 )) python -m odeformer.train --preset "$PRESET" --out "$OUT/base" "${INIT_ARGS[@]}" \
+timeout $(( TRAIN_S + 150 )) python -m odeformer.train --preset "$PRESET" --out "$OUT/base" "${INIT_ARGS[@]}" "${DERIV_TRAIN[@]}" \
     --set seed="$SEED" --set workers="$WORKERS" --set max_steps=10000000 --set max_time_s="$TRAIN_S" \
     --set save_interval_s=120 --set dtype_save=bfloat16 --set eval_interval=4000 --set eval_systems=100 \
     --set log="$OUT/metrics.jsonl" 2>&1 | tr '\r' '\n' | grep -v '^train: ' | tail -40

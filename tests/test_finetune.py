@@ -33,3 +33,30 @@ def test_three_command_workflow_with_a_new_operator(tmp_path, capsys):
     t = np.linspace(0, 10, 50)
     reg = ODERegressor(out, beam_size=4, time_budget_s=5).fit(t, np.arctan(t)[:, None] + 1.0)
     assert reg.equations_ and np.isfinite(reg.equations_[0].r2)
+
+
+def test_derivative_inputs_added_to_a_trained_model_change_nothing_until_trained(tmp_path):
+    import torch
+
+    from odeformer.encoding import encode_points
+    from odeformer.finetune import add_derivative_inputs
+    from odeformer.samples import Example, collate
+    from odeformer.train import load_config, train
+
+    base = ckpt.load(TEST_CKPT)
+    wide = add_derivative_inputs(base.model, base.grammar.max_dim)
+    assert wide.config.input_derivatives and not base.model.config.input_derivatives
+    t = np.linspace(0, 5, 40)
+    x = np.stack([np.exp(-t), np.sin(t)], axis=1)
+    tokens = np.array([1, 2, 3])
+    plain = collate([Example(*encode_points([(t, x)], base.grammar.max_dim), tokens)])
+    rich = collate([Example(*encode_points([(t, x)], base.grammar.max_dim, derivatives=True), tokens)])
+    assert rich["points"].shape[-1] > plain["points"].shape[-1]
+    with torch.no_grad():
+        before = base.model.eval()(plain["points"], plain["traj"], plain["mask"], plain["tokens"])
+        after = wide.eval()(rich["points"], rich["traj"], rich["mask"], rich["tokens"])
+    torch.testing.assert_close(before, after)
+    cfg = load_config("test", ["add_input_derivatives=true", "max_steps=3", "workers=0", "eval_systems=0"])
+    cfg.update(init=str(TEST_CKPT), out=str(tmp_path / "wide"))
+    trained = ckpt.load(train(cfg))
+    assert trained.model.config.input_derivatives and trained.provenance["steps"] == base.provenance["steps"] + 3

@@ -100,5 +100,6 @@ def test_gpu_script_runs_on_cpu_for_a_few_steps(tmp_path):
     assert probe["model_alone_48_shapes_samples_per_s"] > 0 and probe["device"] == "cpu"
     c = ckpt.load(out / "base")
     assert c.provenance["runs"][-1]["seed"] == 5 and c.provenance["steps"] > 0
+    assert c.model.config.input_derivatives and probe["input_derivatives"]  # DERIVS=1, the default
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["final"] is True
