@@ -132,8 +132,11 @@ def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify a checkpoint directory."""
+    """Load and verify a checkpoint directory; a bare name (``tiny``) that is not a directory here
+    names one of the packaged checkpoints."""
     path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (packaged_dir() / path).is_dir():
+        path = packaged_dir() / path
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{path}: no config.json (not a checkpoint directory)")
@@ -184,9 +187,14 @@ def default_path() -> Path:
     env = os.environ.get(ENV)
     if env:
         return Path(env)
+    return packaged_dir() / "default"
+
+
+def packaged_dir() -> Path:
+    """Where the checkpoints shipped with the package are (``default``, ``tiny``)."""
     import checkpoints
 
-    return Path(checkpoints.__file__).resolve().parent / "default"
+    return Path(checkpoints.__file__).resolve().parent
 
 
 def _unwrap(model):

@@ -101,10 +101,16 @@ def greedy(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torc
 @torch.no_grad()
 def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj: torch.Tensor, mask: torch.Tensor,
                 dims: torch.Tensor, beam_size: int, max_len: int | None = None, allowed: torch.Tensor | None = None,
-                length_penalty: float = 1.0, deadline: float | None = None) -> list[list[tuple[float, list[int]]]]:
+                length_penalty: float = 1.0, deadline: float | None = None,
+                structure_only: bool = True) -> list[list[tuple[float, list[int]]]]:
     """Per input, up to ``beam_size`` finished sequences as (score, ids), best first. The score is the
     log-probability divided by length**length_penalty. All inputs and beams run as one batch. Past
-    ``deadline`` (``time.monotonic()``) the search stops with what has finished."""
+    ``deadline`` (``time.monotonic()``) the search stops with what has finished.
+
+    ``structure_only``: where a constant goes, a beam is extended by its most likely mantissa (and then
+    exponent) only, scored with the probability of any constant there. Constants are refitted anyway;
+    without this, most of the beam is spent on copies of one equation that differ in the second
+    digit of a constant, instead of on different equations."""
     model.eval()
     max_len = max_len or model.config.max_out_len
     n, k = len(points), beam_size
@@ -126,6 +132,9 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
         logp[~allowed_now] = -torch.inf
         done = gm.done
         logp[done] = -torch.inf
+        if structure_only:
+            for kind in (-1, -2):  # mantissas, exponents
+                _collapse(logp, gm.kinds == kind)
         cand = (score[:, None] + logp).reshape(n, k * v)
         top, flat = cand.topk(k, dim=1)
         parent = (flat // v) + torch.arange(n)[:, None] * k
@@ -151,6 +160,14 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
             if bool((best_live <= worst).all()):
                 break
     return [sorted(f, key=lambda r: -r[0])[:k] for f in finished]
+
+
+def _collapse(logp: torch.Tensor, cols: torch.Tensor) -> None:
+    """In place, per row: of the tokens ``cols``, only the most likely stays, with their summed probability."""
+    sub = logp[:, cols]
+    best = sub.argmax(dim=1, keepdim=True)
+    merged = torch.full_like(sub, -torch.inf).scatter_(1, best, torch.logsumexp(sub, dim=1, keepdim=True))
+    logp[:, cols] = merged
 
 
 @torch.no_grad()

@@ -51,8 +51,12 @@ def test_transformer_and_refitting_recover_simple_laws(transformer_only, name, x
     assert _skeleton(best.rhs["N"], "N") == _skeleton(law, "N"), transformer_only
 
 
-def test_tiny_checkpoint_was_trained_on_a_cpu_within_an_hour():
-    c = ckpt.load(TINY)
+def test_tiny_checkpoint_was_trained_on_a_cpu_within_an_hour(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a bare name finds the packaged copy
+    c = ckpt.load("tiny")
+    assert c.config["name"] == ckpt.load(TINY).config["name"]
+    with pytest.raises(ckpt.CheckpointError, match="no config.json"):
+        ckpt.load("no-such-model")
     prov = c.provenance
     assert prov["gpu_minutes"] == 0 and 0 < prov["cpu_minutes"] <= 60 and len(prov["runs"]) == 1
     assert c.model.config.input_derivatives and (TINY / "MODEL_CARD.md").is_file()

@@ -37,6 +37,24 @@ def test_beam_search_returns_valid_ranked_systems_of_the_right_dimension():
         assert len(comps) == 2
 
 
+def test_beams_differ_in_structure_not_only_in_constants():
+    """structure_only (the default) spends the beam on different equations; without it, beams that differ
+    only in a constant's digits crowd the results."""
+    c = ckpt.load(TEST_CKPT)
+    t = np.linspace(0, 10, 60)
+    b = _batch(c, [(t, 3.0 * np.exp(-0.5 * t)[:, None])])
+
+    def forms(**kw):
+        res = beam_search(c.model, c.vocab, b["points"], b["traj"], b["mask"], torch.tensor([1]), beam_size=8,
+                          max_len=40, **kw)[0]
+        return [c.vocab.decode(seq)[0] for _, seq in res]
+
+    diverse, plain = forms(), forms(structure_only=False)
+    assert len(diverse) == 8 and len(set(diverse)) == len(diverse)
+    assert len(set(plain)) < len(plain)
+    assert len(set(diverse)) > len(set(plain))
+
+
 def test_allowed_operators_mask_the_vocabulary():
     c = ckpt.load(TEST_CKPT)
     t = np.linspace(0, 10, 40)
