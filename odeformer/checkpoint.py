@@ -134,9 +134,7 @@ def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar
 def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load and verify a checkpoint directory; a bare name (``tiny``) that is not a directory here
     names one of the packaged checkpoints."""
-    path = Path(path)
-    if not path.exists() and len(path.parts) == 1 and (packaged_dir() / path).is_dir():
-        path = packaged_dir() / path
+    path = resolve(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{path}: no config.json (not a checkpoint directory)")
@@ -188,6 +186,15 @@ def default_path() -> Path:
     if env:
         return Path(env)
     return packaged_dir() / "default"
+
+
+def resolve(path: str | Path) -> Path:
+    """``path`` itself, or for a bare name that is not a directory here, the packaged checkpoint of
+    that name when there is one."""
+    path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (packaged_dir() / path).is_dir():
+        return packaged_dir() / path
+    return path
 
 
 def packaged_dir() -> Path:

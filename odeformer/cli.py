@@ -102,9 +102,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from odeformer import checkpoint as ckpt
     from service.app import create_app
 
-    if args.checkpoint and not Path(args.checkpoint, "config.json").is_file():
+    if args.checkpoint and not (ckpt.resolve(args.checkpoint) / "config.json").is_file():
         raise UsageError(f"--checkpoint {args.checkpoint}: not a checkpoint directory (no config.json)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = create_app(args.checkpoint, max_concurrency=args.concurrency, queue_bound=args.queue_bound,

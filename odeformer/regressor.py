@@ -43,6 +43,8 @@ TIME_PENALTY = 0.01
 #: the best candidates are also tried without the additive terms (multiplied out) that contribute less
 #: than these shares of their component
 PRUNE_SHARES = (1e-3, 0.05)
+#: distinct equations from the beam that are refitted, most likely first (each refit costs ~10-100 ms)
+MAX_TRANSFORMER_PROPOSALS = 8
 #: names SymPy's parser would read as functions or constants; S, I, E, N, Q, beta, gamma are fine as
 #: variables because our output never uses them as functions (DESIGN.md 3.1)
 _FINE = {"S", "I", "E", "N", "Q", "C", "O", "beta", "gamma"}
@@ -215,7 +217,7 @@ class ODERegressor:
             fit_data.append((ti[keep], xi[keep]))
             held.append(~keep)
 
-        proposals = (self._transformer_proposals(ndata, d, allowed, search_deadline)
+        proposals = (self._transformer_proposals(ndata, d, allowed, search_deadline)[:MAX_TRANSFORMER_PROPOSALS]
                      if "transformer" in self.sources else [])
         if "sparse" in self.sources:
             from odeformer import sparse

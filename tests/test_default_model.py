@@ -54,6 +54,7 @@ def test_transformer_and_refitting_recover_simple_laws(transformer_only, name, x
 def test_tiny_checkpoint_was_trained_on_a_cpu_within_an_hour(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a bare name finds the packaged copy
     c = ckpt.load("tiny")
+    assert ckpt.resolve("tiny") == TINY and ckpt.resolve(tmp_path) == tmp_path
     assert c.config["name"] == ckpt.load(TINY).config["name"]
     with pytest.raises(ckpt.CheckpointError, match="no config.json"):
         ckpt.load("no-such-model")
