@@ -124,6 +124,7 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
     gm = GrammarMask(vocab, dims.cpu().repeat_interleave(k), allowed)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     v = len(vocab)
+    constant_cols = [gm.kinds == -1, gm.kinds == -2] if structure_only else []  # mantissas, exponents
     for step in range(max_len - 1):
         if deadline is not None and time.monotonic() > deadline:
             break
@@ -132,9 +133,8 @@ def beam_search(model: ODEFormer, vocab: Vocabulary, points: torch.Tensor, traj:
         logp[~allowed_now] = -torch.inf
         done = gm.done
         logp[done] = -torch.inf
-        if structure_only:
-            for kind in (-1, -2):  # mantissas, exponents
-                _collapse(logp, gm.kinds == kind)
+        for cols in constant_cols:
+            _collapse(logp, cols)
         cand = (score[:, None] + logp).reshape(n, k * v)
         top, flat = cand.topk(k, dim=1)
         parent = (flat // v) + torch.arange(n)[:, None] * k
