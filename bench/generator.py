@@ -27,11 +27,11 @@ from scipy.integrate import solve_ivp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from data_gen.expressions import from_sympy, python_rhs, var_name  # noqa: E402
+from data_gen.grammar import Grammar, default_grammar  # noqa: E402
 from data_gen.pipeline import draw_chunk, generate_chunk, stream_chunks  # noqa: E402
 from data_gen.sampler import Skeleton  # noqa: E402
 from data_gen.simplify import simplify  # noqa: E402
-from odeformer.expressions import from_sympy, python_rhs, var_name  # noqa: E402
-from odeformer.grammar import Grammar, default_grammar  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from data_gen.grammar import Grammar, default_grammar  # noqa: E402
 from data_gen.pipeline import generate_chunk  # noqa: E402
 from odeformer import ODERegressor  # noqa: E402
-from odeformer.grammar import Grammar, default_grammar  # noqa: E402
 
 
 def systems_of_dim(dim: int, n: int, seed: int):

@@ -64,7 +64,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "odeformer.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

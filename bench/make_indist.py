@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from data_gen.expressions import split_constants, to_sympy  # noqa: E402
+from data_gen.grammar import default_grammar  # noqa: E402
 from data_gen.pipeline import generate_chunk  # noqa: E402
-from odeformer.expressions import split_constants, to_sympy  # noqa: E402
-from odeformer.grammar import default_grammar  # noqa: E402
 from odeformer.samples import IN_DISTRIBUTION_SEED  # noqa: E402
 
 

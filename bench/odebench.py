@@ -112,9 +112,9 @@ def corrupt(x: np.ndarray, sigma: float, drop: float, seed: int,
 
 
 def skeleton_key(exprs: list[sp.Expr], dim: int) -> str | None:
+    from data_gen.expressions import NotExpressible, from_sympy
     from data_gen.sampler import Skeleton
     from data_gen.simplify import simplify
-    from odeformer.expressions import NotExpressible, from_sympy
 
     names = {sp.Symbol(f"x_{i}"): f"x_{i}" for i in range(dim)} | {sp.Symbol("t"): "t"}
     try:

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from odeformer.grammar import default_grammar  # noqa: E402
+from data_gen.grammar import default_grammar  # noqa: E402
 from odeformer.samples import _batches_job, batch_to, stream_batches  # noqa: E402
 from odeformer.tokens import Vocabulary  # noqa: E402
 from odeformer.train import build_model, load_config, train_step  # noqa: E402

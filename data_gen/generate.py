@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_gen.grammar import Grammar
 from data_gen.pipeline import System, stream_chunks
 from data_gen.shards import write_shard
-from odeformer.grammar import Grammar
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_gen.grammar import Grammar
 from data_gen.integrate import STATUS_NAMES, STATUS_OK, solve_batch
 from data_gen.program import build_batch, compile_system
 from data_gen.sampler import (
@@ -27,7 +28,6 @@ from data_gen.sampler import (
     sample_initial_conditions,
     sample_time_spans,
 )
-from odeformer.grammar import Grammar
 
 #: skeleton draws per chunk: large enough to amortise a batch call, small enough for steady progress
 SKELETONS_PER_CHUNK = 64

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_gen.expressions import CONST, TIME, Tree, is_var, literal_value
 from data_gen.integrate import OP_CONST, OP_TIME, OP_VAR, OPCODES
-from odeformer.expressions import CONST, TIME, Tree, is_var, literal_value
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_gen.expressions import CONST, TIME, Tree, is_var, size, to_prefix, var_name
+from data_gen.grammar import Grammar
 from data_gen.simplify import key, simplify
-from odeformer.expressions import CONST, TIME, Tree, is_var, size, to_prefix, var_name
-from odeformer.grammar import Grammar
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from data_gen.expressions import TIME, from_prefix, to_prefix
 from data_gen.pipeline import System
 from data_gen.sampler import Skeleton
-from odeformer.expressions import TIME, from_prefix, to_prefix
 
 FORMAT = "odeformer-shard-1"
 SEP = "|"

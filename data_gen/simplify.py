@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from odeformer.expressions import CONST, Tree, is_literal, to_prefix
+from data_gen.expressions import CONST, Tree, is_literal, to_prefix
 
 _INVERSE_PAIRS = {("log", "exp"), ("exp", "log"), ("inv", "inv"), ("neg", "neg")}
 _IDEMPOTENT = {"abs"}

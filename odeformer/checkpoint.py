@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from odeformer.grammar import Grammar
+from data_gen.grammar import Grammar
 from odeformer.model import ModelConfig, ODEFormer
 from odeformer.tokens import Vocabulary
 

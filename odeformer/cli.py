@@ -1,9 +1,14 @@
-"""The ``odeformer`` command. Subcommands import their heavy modules lazily."""
+"""The ``odeformer`` command: generate, train, fit. Subcommands import their heavy modules lazily.
+
+``serve`` belongs to the web layer above this package (``service/cli.py``), which adds it to this parser;
+the installed ``odeformer`` script is ``service.cli:main``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -12,7 +17,7 @@ class UsageError(Exception):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from odeformer.grammar import Grammar, GrammarError, default_grammar
+    from data_gen.grammar import Grammar, GrammarError, default_grammar
 
     try:
         grammar = Grammar.from_file(args.grammar) if args.grammar else default_grammar()
@@ -97,24 +102,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
-    import uvicorn
-
-    from odeformer import checkpoint as ckpt
-    from service.app import create_app
-
-    if args.checkpoint and not (ckpt.resolve(args.checkpoint) / "config.json").is_file():
-        raise UsageError(f"--checkpoint {args.checkpoint}: not a checkpoint directory (no config.json)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(args.checkpoint, max_concurrency=args.concurrency, queue_bound=args.queue_bound,
-                     max_body_bytes=args.max_body_bytes)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``add_commands`` lets a front end above this package register its own subcommands."""
     p = argparse.ArgumentParser(prog="odeformer", description="Symbolic regression of ODEs from trajectories.")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate random ODE systems and their trajectories into shards")
@@ -142,24 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fit)
 
-    s = sub.add_parser("serve", help="run the HTTP service (DESIGN.md 3.3)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--checkpoint", help="checkpoint directory (default: the default model)")
-    s.add_argument("--concurrency", type=int, default=2, help="fits running at once")
-    s.add_argument("--queue-bound", type=int, default=16, help="requests waiting beyond those; more get 503")
-    s.add_argument("--max-body-bytes", type=int, default=4_000_000)
-    s.set_defaults(func=_cmd_serve)
     from odeformer.train import build_parser as train_parser
 
     tr = sub.add_parser("train", help="train or fine-tune a model on generated data")
     train_parser(tr)
     tr.set_defaults(func=_cmd_train)
+    if add_commands is not None:
+        add_commands(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the command line; front ends above this package pass a parser with their own subcommands."""
+    parser = parser or build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on bad usage already

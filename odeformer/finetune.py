@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from data_gen.grammar import Grammar
 from odeformer.encoding import n_features
-from odeformer.grammar import Grammar
 from odeformer.model import ModelConfig, ODEFormer
 from odeformer.tokens import Vocabulary
 

@@ -17,10 +17,10 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
 
+from data_gen.expressions import Tree, evaluate, python_rhs, split_constants
 from data_gen.integrate import OP_ADD, OP_NEG, STACK_DEPTH, STATUS_OK, STATUS_STIFF, solve_at
 from data_gen.program import build_batch, compile_system
 from odeformer.derivatives import estimate_derivatives
-from odeformer.expressions import Tree, evaluate, python_rhs, split_constants
 from odeformer.metrics import r2_score
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing

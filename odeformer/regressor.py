@@ -24,12 +24,12 @@ import numpy as np
 import sympy as sp
 import torch
 
+from data_gen.expressions import TIME, leaves, split_constants, to_sympy, var_name
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search, sample
 from odeformer.encoding import Normalization, encode_points
-from odeformer.expressions import TIME, leaves, split_constants, to_sympy, var_name
 from odeformer.fitting import Fit, refit, simulate, trajectory_r2
 from odeformer.metrics import r2_score
 from odeformer.samples import Example, collate

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from data_gen.corrupt import corrupt
+from data_gen.grammar import Grammar
 from data_gen.pipeline import System, generate_chunk, single_threaded_children
 from odeformer.encoding import encode_points
-from odeformer.grammar import Grammar
 from odeformer.tokens import Vocabulary
 
 VALIDATION_SEED = 2**31 - 1

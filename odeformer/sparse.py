@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_gen.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants, to_prefix, var_name
 from odeformer.derivatives import estimate_derivatives, spline_derivatives
-from odeformer.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants, to_prefix, var_name
 from odeformer.fitting import Trajectory
 
 THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
@@ -240,7 +240,7 @@ def _expanded(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
     terms, so a negligible one inside a product can be pruned; else the component as it is."""
     import sympy as sp
 
-    from odeformer.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
+    from data_gen.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
 
     names = {sp.Symbol(leaf): leaf for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
     try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from odeformer.expressions import CONST, Tree, arity, from_prefix, to_prefix, var_name
+from data_gen.expressions import CONST, Tree, arity, from_prefix, to_prefix, var_name
 
 PAD, BOS, EOS, SEP = "<pad>", "<bos>", "<eos>", "|"
 EXP_MIN, EXP_MAX = -4, 4

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
+from data_gen.grammar import Grammar, default_grammar
 from odeformer import checkpoint as ckpt
 from odeformer.encoding import n_features
-from odeformer.grammar import Grammar, default_grammar
 from odeformer.model import ModelConfig, ODEFormer
 from odeformer.samples import (
     IN_DISTRIBUTION_SEED,

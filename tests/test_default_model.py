@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from data_gen.expressions import from_sympy
 from data_gen.sampler import Skeleton
 from data_gen.simplify import simplify
 from odeformer import ODERegressor
 from odeformer import checkpoint as ckpt
-from odeformer.expressions import from_sympy
 
 DEFAULT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 T = np.linspace(0, 10, 100)

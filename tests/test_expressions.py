@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from data_gen.sampler import SkeletonSampler
-from data_gen.simplify import key, simplify
-from odeformer.expressions import (
+from data_gen.expressions import (
     CONST,
     evaluate,
     from_prefix,
@@ -17,7 +15,9 @@ from odeformer.expressions import (
     to_prefix,
     to_sympy,
 )
-from odeformer.grammar import Grammar, default_grammar
+from data_gen.grammar import Grammar, default_grammar
+from data_gen.sampler import SkeletonSampler
+from data_gen.simplify import key, simplify
 
 X0, X1, T = sp.symbols("x_0 x_1 t")
 NAMES = {X0: "x_0", X1: "x_1", T: "t"}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from odeformer.expressions import from_sympy, var_name
-from odeformer.grammar import DEFAULT_GRAMMAR_PATH, Grammar, GrammarError, default_grammar
+from data_gen.expressions import from_sympy, var_name
+from data_gen.grammar import DEFAULT_GRAMMAR_PATH, Grammar, GrammarError, default_grammar
 
 ODEBENCH = Path(__file__).resolve().parent.parent / "bench" / "data" / "odebench.json"
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
+from data_gen.expressions import python_rhs
+from data_gen.grammar import default_grammar
 from data_gen.integrate import (
     STATUS_BLOWUP,
     STATUS_FLAT,
@@ -15,8 +17,6 @@ from data_gen.integrate import (
 )
 from data_gen.pipeline import generate_chunk
 from data_gen.program import build_batch, compile_system
-from odeformer.expressions import python_rhs
-from odeformer.grammar import default_grammar
 
 GRID = 201
 

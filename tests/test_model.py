@@ -8,12 +8,12 @@ import pytest
 import sympy as sp
 import torch
 
+from data_gen.expressions import to_sympy, variables_used
+from data_gen.grammar import default_grammar
 from data_gen.pipeline import generate_chunk
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import greedy
 from odeformer.encoding import Normalization, encode_points, n_features
-from odeformer.expressions import to_sympy, variables_used
-from odeformer.grammar import default_grammar
 from odeformer.model import ModelConfig, ODEFormer
 from odeformer.samples import collate, examples_from_systems
 from odeformer.tokens import Vocabulary, decode_constant, encode_constant

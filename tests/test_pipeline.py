@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from data_gen.corrupt import corrupt
+from data_gen.grammar import Grammar, default_grammar
 from data_gen.pipeline import generate_chunk, stream_chunks
 from data_gen.shards import read_shard, write_shard
 from odeformer.cli import main
-from odeformer.grammar import Grammar, default_grammar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_training_path_imports_without_web_packages():
-    modules = ["odeformer.grammar", "odeformer.expressions", "odeformer.cli", "data_gen.sampler",
+    modules = ["data_gen.grammar", "data_gen.expressions", "odeformer.cli", "data_gen.sampler",
                "data_gen.simplify", "data_gen.integrate", "data_gen.program", "data_gen.pipeline",
                "data_gen.corrupt", "data_gen.shards", "data_gen.generate", "odeformer.tokens", "odeformer.encoding",
                "odeformer.model", "odeformer.samples", "odeformer.checkpoint", "odeformer.decoding",

@@ -91,8 +91,8 @@ def test_allowed_operators_are_respected(model):
 
 
 def test_a_restricted_grammar_restricts_decoding(tmp_path):
+    from data_gen.grammar import Grammar
     from odeformer import checkpoint as ckpt
-    from odeformer.grammar import Grammar
 
     base = ckpt.load(TEST_CKPT)
     poly = Grammar.from_file(Path(__file__).resolve().parent.parent / "data_gen" / "grammars" / "examples"

@@ -17,3 +17,36 @@ def test_ci_runs_the_readme_test_command():
 def test_odebench_copy_is_present():
     data = (ROOT / "bench" / "data" / "odebench.json").read_text()
     assert '"systems"' in data
+
+
+LAYERS = ["data_gen", "odeformer", "service"]  # each may import the ones before it, never those after
+
+
+def _imported_packages(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):  # lazy imports inside functions count too
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_packages_import_one_way():
+    offenders = []
+    for i, package in enumerate(LAYERS):
+        higher = set(LAYERS[i + 1:])
+        for path in sorted((ROOT / package).rglob("*.py")):
+            bad = _imported_packages(path) & higher
+            if bad:
+                offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not offenders, "lower packages import higher ones: " + "; ".join(offenders)
+
+
+def test_layer_check_sees_lazy_imports(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    from service.app import create_app\n    import odeformer.cli\n")
+    assert _imported_packages(sample) == {"service", "odeformer"}

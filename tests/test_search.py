@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from data_gen.expressions import operators
 from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search, sample
 from odeformer.derivatives import estimate_derivatives
 from odeformer.encoding import encode_points
-from odeformer.expressions import operators
 from odeformer.fitting import refit, trajectory_r2
 from odeformer.samples import Example, collate
 

@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 def _start(*extra, env=None):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "odeformer.cli", "serve", "--port", str(port), "--checkpoint", CKPT,
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--checkpoint", CKPT,
                              "--max-body-bytes", "300000", *extra], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from odeformer.expressions import to_sympy
+from data_gen.expressions import to_sympy
 from odeformer.sparse import additive_terms, grammar_terms, prune_small_terms, stlsq
 
 

@@ -16,9 +16,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from odeformer.expressions import BINARY_OPS, MAX_DIM_LIMIT, UNARY_OPS
+from data_gen.expressions import BINARY_OPS, MAX_DIM_LIMIT, UNARY_OPS
 
-DEFAULT_GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "data_gen" / "grammars" / "default.toml"
+DEFAULT_GRAMMAR_PATH = Path(__file__).resolve().parent / "grammars" / "default.toml"
 
 
 class GrammarError(ValueError):
@@ -202,7 +202,7 @@ class Grammar:
 
     def missing(self, tree) -> set[str]:
         """What a tree uses that this grammar cannot generate: operators, exponents, variables, t."""
-        from odeformer.expressions import leaves, operators
+        from data_gen.expressions import leaves, operators
 
         out = {op for op in operators(tree) if op not in self.output_operators}
         exps = set(self.data["operators"]["pow_exponents"])
