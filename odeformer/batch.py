@@ -23,7 +23,7 @@ def result_for(reg, data: SystemData) -> dict:
     if data.error:
         return {"system": data.system, "variables": data.variables, "error": data.error, "candidates": []}
     start = time.monotonic()
-    from odeformer.regressor import InputError
+    from odeformer.validation import InputError
 
     try:
         reg.fit([t for t, _ in data.trajectories], [x for _, x in data.trajectories], variables=data.variables)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from odeformer.regressor import InputError, check_variable_names
+from odeformer.validation import InputError, check_variable_names
 
 RESERVED = {"t", "system", "trajectory"}
 

@@ -26,7 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from odeformer import checkpoint as ckpt
 from odeformer.csv_io import CSVFileError, parse_csv_text
-from odeformer.regressor import InputError, ODERegressor
+from odeformer.regressor import ODERegressor
+from odeformer.validation import InputError
 from service import schemas
 
 log = logging.getLogger("odeformer.access")

@@ -7,7 +7,7 @@ import pytest
 import sympy as sp
 
 from odeformer import ODERegressor
-from odeformer.regressor import InputError, check_variable_names
+from odeformer.validation import InputError, check_variable_names
 
 TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"
 T = np.linspace(0, 10, 60)
