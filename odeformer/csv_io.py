@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from odeformer.validation import InputError, check_variable_names
+from odeformer.validation import MAX_ABS_VALUE, InputError, check_variable_names, magnitude_error
 
 RESERVED = {"t", "system", "trajectory"}
 
@@ -33,6 +33,8 @@ class SystemData:
     variables: list[str] = field(default_factory=list)
     trajectories: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     error: str | None = None
+    #: how messages name each trajectory: ``trajectory 'a'`` by its ``trajectory`` value, else empty
+    labels: list[str] = field(default_factory=list)
 
 
 def parse_csv_text(text: str, default_system: str) -> list[SystemData]:
@@ -98,6 +100,7 @@ def _system(name: str, rows: list, header: list[str], col: dict, all_vars: list[
                 raise InputError(f"{len(t)} points" + (f" in trajectory {tr!r}" if tr else "")
                                  + "; at least 5 are needed")
             out.trajectories.append((t[order], np.array(xs)[order]))
+            out.labels.append(f"trajectory {tr!r}" if tr else "")
     except InputError as e:
         out.error = str(e)
     return out
@@ -113,4 +116,6 @@ def _number(cell: str, row: int, column: str) -> float:
         raise InputError(f"row {row}, column {column}: not a number ({text[:20]!r})") from None
     if not math.isfinite(v):
         raise InputError(f"row {row}, column {column}: {text} is not a finite number")
+    if abs(v) > MAX_ABS_VALUE:
+        raise InputError(f"row {row}, column {column}: {magnitude_error(v)}")
     return v

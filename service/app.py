@@ -25,9 +25,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from odeformer import checkpoint as ckpt
+from odeformer import display
 from odeformer.csv_io import CSVFileError, parse_csv_text
 from odeformer.regressor import ODERegressor
-from odeformer.validation import InputError
+from odeformer.validation import LIMITS, InputError, check_limits, prepare
 from service import schemas
 
 log = logging.getLogger("odeformer.access")
@@ -85,6 +86,39 @@ async def _send_json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+#: the media types each POST route reads; anything else gets 415
+ACCEPTED_TYPES = {"/v1/fit": ("application/json",), "/v1/fit/csv": ("multipart/form-data",)}
+
+
+def unsupported_type(path: str, content_type: str | None) -> str | None:
+    """The 415 message for a body of ``content_type`` sent to ``path``, or None when it is accepted (a JSON
+    route also takes ``application/*+json``)."""
+    accepted = ACCEPTED_TYPES.get(path.rstrip("/") or "/")
+    if accepted is None:
+        return None
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in accepted:
+        return None
+    if "application/json" in accepted and media.startswith("application/") and media.endswith("+json"):
+        return None
+    other = "; a CSV file goes to POST /v1/fit/csv as multipart/form-data (field 'file')" \
+        if path.rstrip("/") == "/v1/fit" else "; JSON goes to POST /v1/fit"
+    return (f"unsupported content type {media or '(none)'!r} for POST {path.rstrip('/')}: send "
+            f"{' or '.join(accepted)}{other}")
+
+
+def with_display(candidates: list[dict], equations, variables: list[str]) -> list[dict]:
+    """Add ``latex`` (when the library has not) and ``mathml`` (dv/dt = ... per variable, for the page)."""
+    for d, cand in zip(candidates, equations):
+        exprs = getattr(cand, "expressions", None)
+        if exprs is None:
+            continue
+        if not d.get("latex"):
+            d["latex"] = display.latex_rhs(exprs, variables)
+        d["mathml"] = {v: display.mathml_equation(v, e) for v, e in zip(variables, exprs)}
+    return candidates
+
+
 class Gate:
     """At most ``running`` fits at once and ``waiting`` more in line; the rest get 503."""
 
@@ -128,6 +162,16 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                   description="Symbolic regression of ODEs: trajectories in, ranked closed-form dx/dt = f(x, t) out.")
     gate = Gate(max_concurrency, queue_bound)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    @app.middleware("http")
+    async def content_type(request: Request, call_next):
+        if request.method == "POST":
+            problem = unsupported_type(request.url.path, request.headers.get("content-type"))
+            if problem:
+                return JSONResponse({"detail": problem}, status_code=415,
+                                    headers={"Accept-Post": ", ".join(ACCEPTED_TYPES.get(
+                                        request.url.path.rstrip("/"), ()))})
+        return await call_next(request)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):
@@ -180,9 +224,7 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         return {**state["model"], "parameters": c.model.n_params(), "max_variables": c.grammar.max_dim,
                 "operators": sorted(c.grammar.output_operators), "grammar": c.grammar.data,
                 "provenance": c.provenance, "benchmarks": c.config.get("benchmarks", {}),
-                "limits": {"max_body_bytes": max_body_bytes, "max_points_per_trajectory":
-                           schemas.MAX_POINTS_PER_TRAJECTORY, "max_total_points": schemas.MAX_TOTAL_POINTS,
-                           "max_trajectories": schemas.MAX_TRAJECTORIES, "max_beam_size": schemas.MAX_BEAM,
+                "limits": {"max_body_bytes": max_body_bytes, **LIMITS.as_dict(), "max_beam_size": schemas.MAX_BEAM,
                            "max_top_k": schemas.MAX_TOP_K, "max_time_budget_s": schemas.MAX_TIME_BUDGET_S,
                            "concurrent_fits": max_concurrency, "queue_bound": queue_bound}}
 
@@ -194,22 +236,22 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         d = len(req.variables)
         if d > c.grammar.max_dim:
             raise HTTPException(422, f"variables: {d} variables; the model supports at most {c.grammar.max_dim}")
-        total = 0
         for i, tr in enumerate(req.trajectories):
             if len(tr.x) != len(tr.t):
                 raise HTTPException(422, f"trajectories[{i}].x: {len(tr.x)} rows for {len(tr.t)} times")
             for j, row in enumerate(tr.x):
                 if len(row) != d:
                     raise HTTPException(422, f"trajectories[{i}].x[{j}]: {len(row)} values for {d} variables")
-            total += len(tr.t)
-        if total > schemas.MAX_TOTAL_POINTS:
-            raise HTTPException(422, f"trajectories: {total} points in all; at most {schemas.MAX_TOTAL_POINTS}")
         reg = make_regressor(c, req.options)
         ts = [np.array(tr.t) for tr in req.trajectories]
         xs = [np.array(tr.x, dtype=float).reshape(len(tr.t), d) for tr in req.trajectories]
+        # the same checks as the CSV route and the library, with the trajectory and the variable named
+        check_limits(list(zip(ts, xs)))
+        prepare(ts, xs, c.grammar.max_dim, variables=req.variables)
         start = time.monotonic()
         await gate.run(lambda: reg.fit(ts, xs, variables=req.variables))
-        return {"variables": req.variables, "candidates": [cd.to_dict() for cd in reg.equations_],
+        candidates = with_display([cd.to_dict() for cd in reg.equations_], reg.equations_, req.variables)
+        return {"variables": req.variables, "candidates": candidates,
                 "low_confidence": bool(reg.low_confidence_), "model": state["model"],
                 "elapsed_s": round(time.monotonic() - start, 3)}
 
@@ -233,8 +275,14 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         except CSVFileError as e:
             raise HTTPException(422, f"file: {e}") from None
         total = sum(len(t) for s in systems for t, _ in s.trajectories)
-        if total > schemas.MAX_TOTAL_POINTS:
-            raise HTTPException(422, f"file: {total} points in all; at most {schemas.MAX_TOTAL_POINTS}")
+        if total > LIMITS.max_total_points:
+            raise HTTPException(422, f"file: {total} points in all; at most {LIMITS.max_total_points}")
+        for s in systems:  # the JSON route's limits, per system
+            if not s.error:
+                try:
+                    check_limits(s.trajectories, s.labels)
+                except InputError as e:
+                    s.error = str(e)
         opts = schemas.FitOptions(beam_size=beam_size, top_k=top_k, time_budget_s=time_budget_s)
 
         def run_all():
@@ -246,6 +294,8 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                     s.error = f"{len(s.variables)} variables; the model supports at most {c.grammar.max_dim}"
                 reg = make_regressor(c, opts)
                 r = result_for(reg, s)
+                if r.get("candidates"):
+                    with_display(r["candidates"], reg.equations_, s.variables)
                 if plot and r.get("candidates"):
                     from service.plots import trajectory_png
 

@@ -6,10 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: limits, documented in README and in GET /v1/model
-MAX_POINTS_PER_TRAJECTORY = 5_000
-MAX_TOTAL_POINTS = 20_000
-MAX_TRAJECTORIES = 16
+from odeformer.validation import LIMITS
+
+#: limits, documented in docs/service.md and in GET /v1/model; the data limits are shared by both routes
+MAX_POINTS_PER_TRAJECTORY = LIMITS.max_points_per_trajectory
+MAX_TOTAL_POINTS = LIMITS.max_total_points
+MAX_TRAJECTORIES = LIMITS.max_trajectories
 MAX_BEAM = 64
 MAX_TOP_K = 20
 MAX_TIME_BUDGET_S = 30.0
@@ -42,7 +44,11 @@ class FitRequest(Strict):
 
 
 class Candidate(Strict):
-    rhs: dict[str, str]
+    rhs: dict[str, str] = Field(..., description="exact right-hand sides, full precision, keyed by variable")
+    latex: dict[str, str] | None = Field(None, description="the same, typeset as LaTeX, constants to 4 "
+                                         "significant digits")
+    mathml: dict[str, str] | None = Field(None, description="dv/dt = ... as a presentation MathML <math> "
+                                          "element per variable, constants to 4 significant digits")
     r2: float
     complexity: int
     score: float

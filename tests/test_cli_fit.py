@@ -53,7 +53,9 @@ def test_jsonl_and_csv_outputs_parse_and_a_bad_system_gives_exit_1(tmp_path, fil
         assert r["candidates"] and isinstance(r["elapsed_s"], float) and "low_confidence" in r
         names = r["variables"]
         for c in r["candidates"]:
-            assert np.isfinite(c["r2"]) and set(c) == {"rhs", "r2", "complexity", "score", "pareto"}
+            assert np.isfinite(c["r2"])
+            assert {"rhs", "r2", "complexity", "score", "pareto"} <= set(c) <= {"rhs", "latex", "r2", "complexity",
+                                                                                 "score", "pareto"}
             for rhs in c["rhs"].values():
                 e = sp.parse_expr(rhs, local_dict={v: sp.Symbol(v) for v in names + ["t"]})
                 assert e.free_symbols <= {sp.Symbol(v) for v in names + ["t"]}
@@ -98,10 +100,24 @@ def test_file_level_errors(text, fragment):
     ("t,x,y\n" + "".join(f"{i},{i},{'' if i == 2 else i}\n" for i in range(6)), "row 4, column y: blank cell"),
     ("t,lambda\n" + "".join(f"{i},{i}\n" for i in range(6)), "keyword"),
     ("t,sin\n" + "".join(f"{i},{i}\n" for i in range(6)), "SymPy function"),
+    ("t,x\n0,1\n1,2\n2,1e300\n3,4\n4,5\n", "row 4, column x: 1e+300 is larger in magnitude than 1e+12"),
+    ("t,x\n0,1\n1,2\n-2e13,1\n3,4\n4,5\n", "row 4, column t: -2e+13 is larger in magnitude"),
 ])
 def test_system_level_errors_name_row_and_column(text, fragment):
     (system,) = parse_csv_text(text, "f")
     assert system.error and fragment in system.error
+
+
+def test_table_rounds_constants_to_four_digits_and_drops_unit_factors():
+    from odeformer.batch import table
+
+    results = [{"system": "pend", "variables": ["theta", "omega"], "low_confidence": False, "candidates": [
+        {"rhs": {"theta": "0.960533834769782*omega", "omega": "-9.80665012345*sin(1.0*theta)"},
+         "r2": 0.99912345, "complexity": 7, "score": 1.0, "pareto": True}]},
+        {"system": "bad", "error": "row 3, column x: blank cell", "candidates": []}]
+    assert table(results).splitlines() == [
+        "pend: r2=0.9991 complexity=7", "    dtheta/dt = 0.9605*omega", "    domega/dt = -9.807*sin(theta)",
+        "bad: ERROR row 3, column x: blank cell"]
 
 
 def test_trajectories_and_unsorted_times_are_grouped_and_sorted():

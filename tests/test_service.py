@@ -1,6 +1,7 @@
 """The HTTP service end to end: a real uvicorn process on a free loopback port."""
 
 import concurrent.futures as cf
+import json
 import os
 import socket
 import subprocess
@@ -68,6 +69,7 @@ def test_probes_model_and_docs(server):
     assert httpx.get(server + "/readyz").json()["status"] == "ready"
     info = httpx.get(server + "/v1/model").json()
     assert info["name"] == "test_checkpoint" and info["limits"]["queue_bound"] == 16
+    assert info["limits"]["max_abs_value"] == 1e12 and info["limits"]["max_points_per_trajectory"] == 5000
     assert httpx.get(server + "/docs").status_code == 200
     assert "/v1/fit" in httpx.get(server + "/openapi.json").json()["paths"]
 
@@ -81,6 +83,9 @@ def test_json_fit_with_unsorted_times(server):
     out = r.json()
     assert out["variables"] == ["N"] and out["model"]["name"] == "test_checkpoint" and out["elapsed_s"] > 0
     _check_candidates(out, ["N"])
+    for c in out["candidates"]:  # typeset forms, keyed like rhs
+        assert set(c["latex"]) == set(c["mathml"]) == {"N"}
+        assert c["mathml"]["N"].startswith("<math") and "<mfrac>" in c["mathml"]["N"]
 
 
 def test_json_fit_with_temperature_sampling(server):
@@ -107,7 +112,14 @@ def test_csv_upload_with_several_systems(server):
 
 BAD_JSON = [
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,NaN], "x": [[1],[2],[3],[4],[5]]}]}', "finite"),
-    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,3], "x": [[1],[2],[3],[4],[5]]}]}', "duplicate time"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,3], "x": [[1],[2],[3],[4],[5]]}]}',
+     "trajectory 1: duplicate time t=3.0"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}, '
+     '{"t": [0,1,2,2,4], "x": [[1],[2],[3],[4],[5]]}]}', "trajectory 2: duplicate time t=2.0"),
+    ('{"variables": ["x", "y"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1,1],[2,1],[3,1],[4,1e300],[5,1]]}]}',
+     "trajectory 1: x[3, 1] (y) = 1e+300 is larger in magnitude than 1e+12"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,-1e20], "x": [[1],[2],[3],[4],[5]]}]}',
+     "trajectory 1: t[4] = -1e+20"),
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],["a"],[3],[4],[5]]}]}', "float"),
     ('{"variables": ["lambda"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "keyword"),
     ('{"variables": ["sin"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "SymPy"),
@@ -150,6 +162,47 @@ def test_bad_csv_uploads_get_422(server, text, fragment):
     r = httpx.post(server + "/v1/fit/csv", files={"file": ("f.csv", text, "text/csv")}, timeout=60)
     assert r.status_code == 422, r.text
     assert fragment in r.text
+
+
+def test_csv_route_has_the_json_route_limits(server):
+    n = 12_000  # under the byte and total-point limits, over the per-trajectory one
+    text = "t,x\n" + "".join(f"{i},1\n" for i in range(n))
+    r = httpx.post(server + "/v1/fit/csv", files={"file": ("long.csv", text, "text/csv")}, timeout=60)
+    assert r.status_code == 422, r.text
+    assert "12000 points; at most 5000 per trajectory" in r.text
+    text = "trajectory,t,x\n" + "".join(f"a,{i},1\n" for i in range(n))
+    r = httpx.post(server + "/v1/fit/csv", files={"file": ("long.csv", text, "text/csv")}, timeout=60)
+    assert r.status_code == 422 and "trajectory 'a': 12000 points" in r.text, r.text
+
+
+def test_huge_values_name_the_cell_and_other_systems_are_still_fitted(server):
+    rows = "".join(f"ok,{t},{x[0]}\n" for t, x in zip(T, DECAY)) + "".join(
+        f"huge,{t},{1e300 if i == 3 else 1.0}\n" for i, t in enumerate(T))
+    r = httpx.post(server + "/v1/fit/csv", params={"beam_size": 2, "time_budget_s": 3},
+                   files={"file": ("m.csv", "system,t,x\n" + rows, "text/csv")}, timeout=120)
+    assert r.status_code == 200, r.text
+    ok, huge = r.json()["systems"]
+    _check_candidates(ok, ["x"])
+    assert huge["error"].startswith("row 35, column x: 1e+300 is larger in magnitude than 1e+12")
+    text = "t,x\n" + "".join(f"{i},{-1e300 if i == 4 else 1}\n" for i in range(10))
+    r = httpx.post(server + "/v1/fit/csv", files={"file": ("h.csv", text, "text/csv")}, timeout=60)
+    assert r.status_code == 422 and "row 6, column x: -1e+300 is larger in magnitude" in r.text, r.text
+
+
+@pytest.mark.parametrize("path, content_type, accepted", [
+    ("/v1/fit", "text/plain", "application/json"), ("/v1/fit", "application/x-www-form-urlencoded", "application/json"),
+    ("/v1/fit/csv", "application/json", "multipart/form-data"), ("/v1/fit/csv", "text/csv", "multipart/form-data"),
+    ("/v1/fit", None, "application/json"),
+])
+def test_unsupported_content_type_gets_415(server, path, content_type, accepted):
+    body = '{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}'
+    r = httpx.post(server + path, content=body.encode(), timeout=60,
+                   headers={"content-type": content_type} if content_type else {})
+    assert r.status_code == 415, r.text
+    assert accepted in r.json()["detail"] and (content_type or "(none)") in r.json()["detail"]
+    ok = {"variables": ["N"], "trajectories": [{"t": T, "x": DECAY}], "options": FAST}
+    assert httpx.post(server + "/v1/fit", content=json.dumps(ok), timeout=60,  # media type parameters are fine
+                      headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
 
 
 def test_oversize_and_chunked_bodies_get_413(server):
