@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import sympy as sp
@@ -99,6 +100,13 @@ def mathml_equation(variable: str, expr: sp.Expr, digits: int | None = 4) -> str
     """A complete ``<math display="block">`` element for dvariable/dt = expr, ready for a web page."""
     lhs = sp.mathml(sp.Symbol(variable), printer="presentation")
     rhs = sp.mathml(_display(expr, digits), printer="presentation")
+    # a real minus sign, also in front of negative numbers (SymPy writes <mn>-0.5</mn>)
+    rhs = re.sub(r"<mn>-([^<]*)</mn>", rf"<mrow><mo>{_MINUS}</mo><mn>\1</mn></mrow>",
+                 rhs.replace("<mo>-</mo>", f"<mo>{_MINUS}</mo>"))
+    d = '<mi mathvariant="normal">d</mi>'
     return ('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><mrow>'
-            f"<mfrac><mrow><mi>d</mi>{lhs}</mrow><mrow><mi>d</mi><mi>t</mi></mrow></mfrac>"
+            f"<mfrac><mrow>{d}{lhs}</mrow><mrow>{d}<mi>t</mi></mrow></mfrac>"
             f"<mo>=</mo>{rhs}</mrow></math>")
+
+
+_MINUS = "&#x2212;"

@@ -1,4 +1,4 @@
-"""The upload page in a real headless Chromium: upload a CSV, see the equations and the plot."""
+"""The upload page in headless Chromium: upload a CSV, see typeset equations, copy the exact ones, see the plot."""
 
 import os
 import shutil
@@ -32,7 +32,7 @@ def browser(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_upload_shows_equations_and_plot(browser, tmp_path):
+def test_upload_shows_typeset_equations_copy_button_and_plot(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -47,8 +47,24 @@ def test_upload_shows_equations_and_plot(browser, tmp_path):
         browser.find_element(By.ID, "file").send_keys(str(csv))
         browser.find_element(By.ID, "submit").click()
         wait = WebDriverWait(browser, 120)
-        eq = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "code.equation")))
-        assert eq.text.startswith("dN/dt = ")
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".math math")))
+        maths = browser.find_elements(By.CSS_SELECTOR, ".math math")
+        assert maths
+        for m in maths:  # MathML is typeset natively: each equation takes real space on the page
+            box = browser.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                         "return [r.width, r.height];", m)
+            assert box[0] > 20 and box[1] > 10, box
+        numbers = [n.text for n in browser.find_elements(By.CSS_SELECTOR, ".math math mn")]
+        for text in numbers:  # constants shown to at most 4 significant digits, no 1.0 factors
+            digits = text.replace("-", "").replace(".", "").lstrip("0")
+            assert len(digits) <= 4, text
+        assert "1.0" not in numbers
+        exact = browser.find_elements(By.CSS_SELECTOR, "code.equation")
+        assert exact and exact[0].get_attribute("textContent").startswith("dN/dt = ")
+        copy = browser.find_element(By.CSS_SELECTOR, "button.copy")
+        copy.click()
+        wait.until(lambda d: copy.get_attribute("data-copied"))
+        assert copy.get_attribute("data-copied").split("\n")[0] == exact[0].get_attribute("textContent")
         img = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "img.plot")))
         assert img.get_attribute("src").startswith("data:image/png;base64,")
         assert browser.execute_script("return arguments[0].naturalWidth", img) > 100  # the PNG decoded
