@@ -51,30 +51,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from odeformer.csv_io import CSVFileError, parse_csv_text
+    from odeformer import batch
 
     if args.output and Path(args.output).suffix not in (".csv", ".jsonl"):
         raise UsageError(f"-o {args.output}: the output must end in .csv or .jsonl")
     if args.output and not Path(args.output).resolve().parent.is_dir():
         raise UsageError(f"-o {args.output}: no such directory")
     for name in ("beam_size", "top_k", "workers"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if not args.time_budget > 0:
         raise UsageError("--time-budget must be > 0")
-    systems = []
-    for f in args.inputs:
-        path = Path(f)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"{f}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-        try:
-            systems += parse_csv_text(text, default_system=path.stem)
-        except CSVFileError as e:
-            raise UsageError(f"{f}: {e}") from None
+    if args.resume and not args.output:
+        raise UsageError("--resume needs -o: it continues the run that was writing that file")
+    use_ray = args.ray or args.ray_address is not None
+    if use_ray:
+        from odeformer import distributed
+
+        if not distributed.available():
+            raise UsageError("--ray needs Ray: pip install 'odeformer-service[ray]'")
+    try:
+        files = batch.scan_inputs(args.inputs)  # each file read and parsed once, then dropped
+    except batch.InputFileError as e:
+        raise UsageError(str(e)) from None
     from odeformer import checkpoint as ckpt
-    from odeformer.batch import fit_systems, table, write_results
 
     checkpoint = args.checkpoint or str(ckpt.default_path())
     try:
@@ -92,14 +92,33 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     options = {"checkpoint": checkpoint, "beam_size": args.beam_size, "top_k": args.top_k,
                "time_budget_s": args.time_budget, "allowed_operators": allowed, "decoding": args.decoding,
                "temperature": args.temperature}
-    results = fit_systems(systems, options, workers=args.workers, progress=not args.quiet)
-    if args.output:
-        write_results(results, args.output)
-    print(table(results))
-    failed = sum(1 for r in results if r.get("error"))
-    if failed:
-        print(f"{failed} of {len(results)} system(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    identity = {"weights": model.config.get("weights")}  # a resumed run must use the same model
+    del model
+    from odeformer.batch import table
+    from odeformer.distributed import ClusterError
+
+    journal: list = []  # receives the run's open journal
+    try:
+        done = batch.run(files, options, args.output, identity=identity, workers=args.workers, use_ray=use_ray,
+                         ray_address=args.ray_address, resume=args.resume, progress=not args.quiet,
+                         journal=journal)
+        print(table(done.results))
+    except (batch.InputFileError, batch.JournalError, ClusterError) as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        if journal and journal[0].path.exists():
+            j = journal[0]
+            print(f"{len(j.offsets)} of {sum(len(f.systems) for f in files)} system(s) are saved in {j.path}; "
+                  "run the same command with --resume to fit only the others", file=sys.stderr)
+        raise
+    finally:
+        for j in journal:
+            j.close()
+    if done.resumed:
+        print(f"{done.resumed} system(s) taken from the interrupted run", file=sys.stderr)
+    if done.failed:
+        print(f"{done.failed} of {len(done.results)} system(s) failed", file=sys.stderr)
+    return 1 if done.failed else 0
 
 
 def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
@@ -127,7 +146,14 @@ def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | No
     f.add_argument("--time-budget", type=float, default=10.0, help="seconds per system")
     f.add_argument("--allowed-operators", help="comma-separated operators, e.g. add,mul,sin")
     f.add_argument("--checkpoint", help="checkpoint directory (default: the default model)")
-    f.add_argument("--workers", type=int, default=1, help="processes fitting systems in parallel")
+    f.add_argument("--workers", type=int, help="processes fitting systems in parallel (default 1; with --ray: "
+                   "one per CPU of the Ray cluster)")
+    f.add_argument("--ray", action="store_true", help="fit on Ray: a local Ray on this machine, or the cluster "
+                   "of --ray-address (pip install 'odeformer-service[ray]'; docs/ray.md)")
+    f.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster ('auto', or HOST:PORT of its "
+                   "head, 'ray://HOST:10001' for Ray Client); implies --ray")
+    f.add_argument("--resume", action="store_true", help="keep the results an interrupted run with the same -o "
+                   "and options saved (OUT.partial) and fit only the other systems")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fit)
 
