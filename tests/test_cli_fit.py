@@ -137,3 +137,96 @@ def test_workers_fit_systems_in_parallel_processes(tmp_path, files):
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["system"] for r in results] == ["osc", "grow", "broken"]
     assert all(r["candidates"] for r in results[:2]) and results[2]["error"]
+
+
+# --- resuming an interrupted run (OUT.partial, docs/ray.md "Resuming") ------------------------------------
+
+def test_an_interrupted_run_keeps_its_results_and_resume_fits_only_the_others(tmp_path, files):
+    import signal
+    import time
+
+    decay, multi = files
+    more = _write(tmp_path / "more.csv", ["system", "t", "x"],
+                  [[name, t, a * np.exp(k * t)] for name, a, k in [("g1", 1.0, 0.3), ("g2", 2.0, -0.2)] for t in T])
+    out = tmp_path / "res.jsonl"
+    journal = tmp_path / "res.jsonl.partial"
+    cmd = [sys.executable, "-m", "odeformer.cli", "fit", "--checkpoint", CKPT, "--beam-size", "3", "--time-budget",
+           "3", "--quiet", str(decay), str(multi), str(more), "-o", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and len(journal.read_bytes().splitlines()) >= 3:  # header and two results
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "are saved in" in err and "--resume" in err and not out.exists()
+    kept = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    assert 2 <= len(kept) < 6
+    with journal.open("a") as f:
+        f.write('{"key": "0:torn')  # as if killed while writing a line: ignored and cut off
+    proc = _fit(decay, multi, more, "-o", out, "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert f"{len(kept)} system(s) taken from the interrupted run" in proc.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["system"] for r in results] == ["decay", "osc", "grow", "broken", "g1", "g2"]  # each once, in order
+    by_system = {r["system"]: r for r in results}
+    assert all(by_system[e["result"]["system"]] == e["result"] for e in kept)  # not fitted again
+    assert not journal.exists()
+
+
+def test_resume_needs_an_output_and_the_same_options_and_a_fresh_run_starts_afresh(tmp_path, files):
+    decay, _ = files
+    out = tmp_path / "res.jsonl"
+    journal = tmp_path / "res.jsonl.partial"
+    assert "--resume needs -o" in _fit(decay, "--resume").stderr
+    first = _fit(decay, "-o", out, "--top-k", "2")  # leaves no journal once finished
+    assert first.returncode == 0 and not journal.exists()
+    journal.write_text(json.dumps({"journal": 1, "identity": {"beam_size": 99}}) + "\n"
+                       + json.dumps({"key": "0:x:decay", "result": {"system": "decay", "candidates": []}}) + "\n")
+    proc = _fit(decay, "-o", out, "--resume")
+    assert proc.returncode == 2 and "other options" in proc.stderr and "beam_size: 99 then, 3 now" in proc.stderr
+    assert journal.exists()  # refused: left as it was
+    proc = _fit(decay, "-o", out)  # without --resume: the old journal is emptied
+    assert proc.returncode == 0 and not journal.exists()
+    assert "starting afresh; the 1 result(s) of an earlier run" in proc.stderr
+
+
+def test_journal_cuts_a_torn_line_keeps_matching_results_and_is_locked(tmp_path):
+    from odeformer.batch import Journal, JournalError
+
+    out = tmp_path / "o.csv"
+    j = Journal(out, {"beam_size": 3}, ["k1", "k2"], resume=False)
+    j.add("k1", {"system": "a", "candidates": []})
+    j.add("k2", {"system": "b", "error": "bad", "candidates": []})
+    with pytest.raises(JournalError, match="another odeformer fit"):
+        Journal(out, {"beam_size": 3}, ["k1", "k2"], resume=True)
+    j.close()
+    with open(j.path, "ab") as f:
+        f.write(b'{"key": "k3", "res')
+    j = Journal(out, {"beam_size": 3}, ["k2", "k3"], resume=True)  # k1 is no longer a system of this run
+    assert j.done == {"k2"} and j.failed == {"k2"} and j.result("k2")["error"] == "bad"
+    assert j.path.read_bytes().endswith(b"}\n")
+    j.add("k3", {"system": "c", "candidates": []})
+    j.finish(["k2", "k3"])
+    assert out.read_text().splitlines() == ["system,rank,variable,rhs,r2,complexity,error", "b,,,,,,bad"]
+    assert not j.path.exists() and j.result("k3")["system"] == "c"  # readable until closed
+    j.close()
+
+
+def test_inputs_are_parsed_one_file_at_a_time(tmp_path, files, monkeypatch):
+    from odeformer import batch
+
+    decay, multi = files
+    scanned = batch.scan_inputs([str(decay), str(multi)])
+    assert [f.systems for f in scanned] == [["decay"], ["osc", "grow", "broken"]]
+    parsed = []
+    real = batch._parse
+    monkeypatch.setattr(batch, "_parse", lambda arg: parsed.append(arg) or real(arg))
+    items = batch.iter_systems(scanned, skip={batch.system_key(scanned[1], "grow")})
+    assert next(items)[1].system == "decay" and parsed == [str(decay)]
+    assert [key.split(":")[-1] for key, _ in items] == ["osc", "broken"] and parsed == [str(decay), str(multi)]
