@@ -11,8 +11,8 @@ from odeformer import checkpoint as ckpt
 from odeformer.decoding import beam_search, sample
 from odeformer.derivatives import estimate_derivatives
 from odeformer.encoding import encode_points
-from odeformer.fitting import refit, trajectory_r2
 from odeformer.samples import Example, collate
+from odeformer.search.refit import refit, trajectory_r2
 
 TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"
 
@@ -112,7 +112,7 @@ def test_temperature_sampling_gives_valid_seeded_and_diverse_systems():
 
 
 def test_compiled_simulation_matches_lsoda_for_time_dependent_systems_starting_late():
-    from odeformer.fitting import _simulate_scipy, simulate_many
+    from odeformer.search.refit import _simulate_scipy, simulate_many
 
     t = np.sort(np.random.default_rng(0).uniform(2.0, 9.0, 70))  # irregular, starting at t = 2
     forced = (("add", ("mul", "C", "x_0"), ("sin", ("mul", "C", "t"))),)  # dx/dt = a x + sin(w t)

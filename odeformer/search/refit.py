@@ -39,7 +39,7 @@ class Fit:
 
 
 def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
-                    deadline: float = np.inf, max_evals: int = 20_000) -> np.ndarray | None:
+                    deadline: float = np.inf, max_evals: int = 5_000) -> np.ndarray | None:
     """LSODA (stiff-capable) with a clock and an evaluation cap inside the right-hand side."""
     rhs = python_rhs(components, consts)
     count = 0
@@ -120,15 +120,16 @@ def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: floa
 
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
-          deadline: float = np.inf, max_nfev: int = 15) -> Fit:
-    """Refit the constants of one candidate to the data; returns the better of the start and the refit."""
+          deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None) -> Fit:
+    """Refit the constants of one candidate to the data; returns the better of the start and the refit.
+    ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay)."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
     if len(c0) == 0:
         return Fit(components, c0, trajectory_r2(components, c0, data, deadline))
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
-    dxs = np.concatenate([estimate_derivatives(t, x) for t, x in data])
+    dxs = derivatives if derivatives is not None else np.concatenate([estimate_derivatives(t, x) for t, x in data])
     scale = np.maximum(dxs.std(axis=0), 1e-9)
 
     def deriv_residual(c):
@@ -174,7 +175,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         return Fit(components, c0, -np.inf)
     scored = [(trajectory_r2(components, c, data, deadline), i) for i, c in enumerate(candidates)]
     r2, i = max(scored)
-    if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
+    if r2 > 1 - 1e-9:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
     try:
         stage2 = least_squares(traj_residual, candidates[i], jac=traj_jacobian, max_nfev=max_nfev, method="trf")

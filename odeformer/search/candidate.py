@@ -1,0 +1,96 @@
+"""A ranked candidate: the equations in the user's units and names, its fit and its criterion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from data_gen.expressions import split_constants, to_sympy, var_name
+from odeformer import display
+from odeformer.metrics import r2_score
+from odeformer.search.problem import Problem
+from odeformer.search.ranking import criterion
+from odeformer.search.refit import Fit, simulate
+
+
+@dataclass
+class Candidate:
+    rhs: dict[str, str]
+    expressions: list[sp.Expr] = field(repr=False)
+    r2: float
+    complexity: int
+    score: float  # -criterion (ranking.py): higher is better, in nats
+    pareto: bool = False
+    fit: Fit | None = field(default=None, repr=False)  # components and constants in the model's frame
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        names = list(self.rhs)
+        return {"rhs": self.rhs, "latex": display.latex_rhs(self.expressions, names), "r2": self.r2,
+                "complexity": self.complexity, "score": self.score, "pareto": self.pareto}
+
+
+def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | None:
+    """Simulate a fitted system from each trajectory's start, score it, and write it in the user's units
+    (None when it cannot be integrated)."""
+    preds = [simulate(fit.components, fit.constants, t, x[0], problem.deadline) for t, x in problem.ndata]
+    if any(p is None for p in preds):
+        return None
+    user_pred = np.concatenate([p * problem.norm.x_scale for p in preds])
+    r2_all = r2_score(np.concatenate([x for _, x in problem.data]), user_pred)
+    if not np.isfinite(r2_all):
+        return None
+    x_syms = [sp.Symbol(var_name(i)) for i in range(problem.dim)]
+    exprs = [to_sympy(comp, cc) for comp, cc in zip(fit.components, split_constants(fit.components, fit.constants))]
+    user = problem.norm.invert(exprs, x_syms, sp.Symbol("t"))
+    rename = {xs: sp.Symbol(n) for xs, n in zip(x_syms, problem.names)}
+    user = [sp.expand(e.xreplace(rename)) if _count_nodes(e) < 60 else e.xreplace(rename) for e in user]
+    user = [display.tidy(_floats(e)) for e in user]
+    complexity = sum(_count_nodes(e) for e in user)
+    value = criterion(problem, preds, len(fit.constants), complexity)
+    if not np.isfinite(value):
+        return None
+    rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}
+    return Candidate(rhs, user, float(r2_all), complexity, -value, fit=fit, source=source)
+
+
+def _count_nodes(e: sp.Expr) -> int:
+    return sum(1 for _ in sp.preorder_traversal(e))
+
+
+def _floats(e: sp.Expr) -> sp.Expr:
+    """Numbers as floats (integer exponents stay integers); no E, pi or I in the output."""
+    if isinstance(e, sp.Float):
+        return e
+    if e.is_Number or isinstance(e, sp.NumberSymbol):
+        return sp.Float(float(e))
+    if e.is_Pow:
+        base, ex = e.args
+        return sp.Pow(_floats(base), ex if ex.is_Integer else _floats(ex))
+    if e.args:
+        return e.func(*[_floats(a) for a in e.args])
+    return e
+
+
+def form(c: Candidate) -> tuple:
+    """The candidate's equations up to their constants."""
+    return tuple(sp.srepr(e.xreplace({f: sp.Integer(1) for f in e.atoms(sp.Float)})) for e in c.expressions)
+
+
+def distinct(cands: list[Candidate]) -> list[Candidate]:
+    """Drop candidates whose equations have the same form (up to constants) as a better one."""
+    seen, out = set(), []
+    for c in cands:
+        key = form(c)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def mark_pareto(cands: list[Candidate]) -> None:
+    """A candidate is on the front when no other is both simpler (or as simple) and fits better."""
+    for c in cands:
+        c.pareto = not any(o is not c and o.complexity <= c.complexity and o.r2 > c.r2 for o in cands)

@@ -1,0 +1,119 @@
+"""The search: proposals from every source -> constants refitted on the fitting points -> ranked by the
+criterion on the held-out points -> the best also tried without negligible terms -> the winners
+refitted on all points. The time budget is shared out: decoding until 40% of it, library regressions until 60%,
+refitting until 85%, then the final simulations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from data_gen.simplify import key as skeleton_key
+from data_gen.simplify import simplify
+from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
+from odeformer.search.problem import Problem
+from odeformer.search.proposal import Proposal
+from odeformer.search.prune import PRUNE_SHARES, prune_small_terms
+from odeformer.search.refit import Fit, refit, trajectory_r2
+
+REFIT_UNTIL = 0.85
+#: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them
+MAX_LIBRARY_REFITS = 12
+
+
+def _library_order(proposals: list[Proposal]) -> list[Proposal]:
+    """The best of each source first (they fail differently), then the rest, each by its prior."""
+    ranked = sorted(proposals, key=lambda p: p.prior)
+    firsts: dict[str, Proposal] = {}
+    for p in ranked:
+        firsts.setdefault(p.source, p)
+    head = sorted(firsts.values(), key=lambda p: p.prior)
+    return head + [p for p in ranked if all(p is not h for h in head)]
+
+
+class ProposalSource(Protocol):
+    name: str
+
+    def propose(self, problem: Problem, earlier: list[Proposal]) -> list[Proposal]: ...
+
+
+class Search:
+    """Runs the sources in order (later ones see earlier proposals), refits, ranks; see the module doc."""
+
+    def __init__(self, sources: Sequence[ProposalSource], refit: bool = True, top_k: int = 5):
+        self.sources = list(sources)
+        self.refit = refit  # off: rank the proposals' constants as they are (the ablation)
+        self.top_k = top_k
+
+    def propose(self, problem: Problem) -> list[Proposal]:
+        """Every source's proposals that the allowed operators can write, each skeleton once; the
+        library sources' first (cheap, often right), the most promising first, then the transformer's."""
+        proposals: list[Proposal] = []
+        for source in self.sources:  # each watches the clock itself
+            proposals += [p for p in source.propose(problem, proposals) if p.uses_only(problem.operators)]
+        ordered = _library_order([p for p in proposals if p.prior is not None])[:MAX_LIBRARY_REFITS]
+        ordered += [p for p in proposals if p.prior is None]
+        out, seen = [], set()
+        for p in ordered:
+            key = tuple(skeleton_key(simplify(c)) for c in p.components)
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+        return out
+
+    def run(self, problem: Problem) -> list[Candidate]:
+        """The ranked candidates (best first, at most ``top_k``)."""
+        refit_deadline = problem.by(REFIT_UNTIL)
+        candidates: list[Candidate] = []
+        for p in self.propose(problem):
+            if problem.expired(REFIT_UNTIL):
+                break  # the best answer so far is returned
+            fit = self._fit(p.components, p.constants, problem, refit_deadline)
+            cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
+            if cand is not None:
+                candidates.append(cand)
+        candidates.sort(key=lambda c: -c.score)
+        candidates += self._pruned(problem, candidates[:3], refit_deadline)
+        candidates.sort(key=lambda c: -c.score)
+        candidates = distinct(candidates)[: self.top_k]
+        if self.refit:
+            candidates = [self._refit_on_all(problem, c) for c in candidates]
+        mark_pareto(candidates)
+        return candidates
+
+    def _fit(self, components, constants, problem: Problem, deadline: float) -> Fit:
+        if self.refit:
+            return refit(components, constants, problem.fit_data, deadline=deadline,
+                         derivatives=problem.derivatives[problem.best_estimator])
+        return Fit(tuple(components), np.asarray(constants, dtype=np.float64),
+                   trajectory_r2(components, constants, problem.fit_data, deadline))
+
+    def _pruned(self, problem: Problem, best: list[Candidate], deadline: float) -> list[Candidate]:
+        """The best candidates again without their negligible terms (leftovers of noise fitting)."""
+        out, tried = [], set()
+        for cand in best:
+            for rel in PRUNE_SHARES:
+                if problem.expired(REFIT_UNTIL):
+                    break
+                smaller = prune_small_terms(cand.fit.components, cand.fit.constants, problem.fit_data, rel)
+                if smaller is None or smaller[0] in tried:
+                    continue
+                tried.add(smaller[0])
+                fit = self._fit(*smaller, problem, deadline)
+                new = evaluate_fit(problem, fit, cand.source) if np.isfinite(fit.r2) else None
+                if new is not None:
+                    out.append(new)
+        return out
+
+    def _refit_on_all(self, problem: Problem, cand: Candidate) -> Candidate:
+        """The candidate's constants refitted on all points, held-out ones included; its rank stays."""
+        if problem.expired():
+            return cand
+        fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline)
+        new = evaluate_fit(problem, fit, cand.source) if np.isfinite(fit.r2) else None
+        if new is None or new.r2 < cand.r2:
+            return cand
+        new.score = cand.score
+        return new

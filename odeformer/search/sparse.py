@@ -1,0 +1,103 @@
+"""Proposal source: sparse regression of derivative estimates on term libraries (as SINDy), over the
+whole sparsity path.
+
+``LibrarySource`` is the machinery every library-based source shares: regress each component on each
+library with each derivative estimate, assemble systems from the paths (``regression.py``), and pass
+on the most promising. ``SparseRegression`` uses the polynomial and trigonometric libraries, the
+grammar's unary terms, and the additive terms of the transformer's own proposals.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from data_gen.expressions import evaluate, split_constants
+from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, unique
+from odeformer.search.problem import Problem
+from odeformer.search.proposal import Proposal
+from odeformer.search.regression import assemble, component_path, library_matrix
+
+MAX_TERMS = 8
+#: per-constant penalty multiple when library proposals are compared with each other (regression.PENALTIES)
+REFERENCE_PENALTY = 4.0
+#: share of the time budget after which no further library is regressed
+REGRESSIONS_UNTIL = 0.6
+
+
+class LibrarySource:
+    """Base of the library sources; subclasses say which libraries to regress on."""
+
+    name = "library"
+    max_candidates = 8
+
+    def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
+        raise NotImplementedError
+
+    def estimators(self, problem: Problem) -> list[str]:
+        # the interpolating spline is exact on clean data; on noisy data the smoothing spline picks its
+        # own smoothing and the wider Savitzky-Golay windows average noise away
+        return ["interp", "savgol5", "spline"] if problem.clean else ["spline", "savgol9", "savgol17"]
+
+    def propose(self, problem: Problem, earlier: list[Proposal]) -> list[Proposal]:
+        t, x = problem.fit_points
+        derivs = problem.derivatives
+        reference = derivs[problem.best_estimator]
+        found: dict[tuple, tuple[float, str, object]] = {}
+        for (name, terms), est in itertools.product(self.libraries(problem, earlier).items(),
+                                                    self.estimators(problem)):
+            if problem.expired(REGRESSIONS_UNTIL):
+                break
+            theta, usable = library_matrix(unique(terms, problem.operators), x, t)
+            paths = [component_path(theta, derivs[est][:, i], MAX_TERMS) for i in range(problem.dim)]
+            for system in assemble(paths, usable, len(t)):
+                score = _reference_bic(system.components, system.constants, x, t, reference, REFERENCE_PENALTY)
+                if system.key not in found or score < found[system.key][0]:
+                    found[system.key] = (score, name, system)
+        # the best system of each library first (they fail differently), then the rest by BIC against
+        # one common derivative estimate
+        ranked = sorted(found.values(), key=lambda r: r[0])
+        best_of: dict[str, tuple] = {}
+        for r in ranked:
+            best_of.setdefault(r[1], r)
+        firsts = list(best_of.values())
+        order = firsts + [r for r in ranked if r not in firsts]
+        return [Proposal(s.components, list(s.constants), self.name, prior=score)
+                for score, _, s in order[: self.max_candidates]]
+
+
+def _reference_bic(components, constants, x: np.ndarray, t: np.ndarray, dxs: np.ndarray, mult: float) -> float:
+    """BIC of a system's fit to one common derivative estimate, with ``mult`` times the usual penalty:
+    comparable across libraries, estimators and library sources."""
+    n = len(t)
+    total, k = 0.0, len(constants)
+    for i, (comp, cs) in enumerate(zip(components, split_constants(components, constants))):
+        pred = np.broadcast_to(evaluate(comp, x, t, cs), n)
+        sse = float(np.sum((pred - dxs[:, i]) ** 2))
+        if not np.isfinite(sse):
+            return np.inf
+        total += n * np.log(max(sse, 1e-300) / n)
+    return total + mult * k * np.log(n)
+
+
+class SparseRegression(LibrarySource):
+    """Polynomial (degree 2 and 3), quadratic with sines and cosines (PySINDy's polynomial + Fourier,
+    without the cubes that would stand in for a sine over one trajectory and fail on the next), the
+    transformer's terms, and the grammar's unary terms."""
+
+    name = "sparse"
+
+    def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
+        ops, d = problem.operators, problem.dim
+        quadratic = polynomial_terms(d, ops, False, degree=2)
+        theirs = [term for p in earlier if p.source == "transformer"
+                  for comp, cs in zip(p.components, split_constants(p.components, p.constants))
+                  for term in additive_terms(comp, cs)]
+        libs = {"quadratic": quadratic, "cubic": polynomial_terms(d, ops, False, degree=3),
+                "trig": quadratic + [Term((op, f"x_{i}")) for op in ("sin", "cos") for i in range(d)]
+                + ([Term((op, "t")) for op in ("sin", "cos")] if problem.use_time else [])}
+        if theirs:
+            libs["transformer terms"] = quadratic + theirs
+        libs["grammar"] = grammar_terms(d, ops, problem.use_time) + theirs
+        return libs
