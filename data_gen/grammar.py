@@ -3,6 +3,14 @@
 A grammar is a TOML file with the sections of ``data_gen/grammars/default.toml``. Loading validates
 every key: unknown sections, keys and operators, bad weights and impossible ranges raise
 :class:`GrammarError` with a message naming the key.
+
+An optional ``[motifs]`` table (``data_gen/grammars/motifs.toml``) lists weighted templates in the
+grammar's own prefix syntax (the tokens the model writes: ``div mul C x add C x``) with placeholders
+``C`` (a free constant), ``x``, ``y``, ``z`` (any state variable; one letter is one variable within a
+motif, different letters are different variables where the system has enough) and ``t`` (time);
+``tree.motif_share`` is the probability that a subtree the sampler draws is a motif instead. Motifs may
+only use operators the grammar can output, so they never change the output vocabulary. Grammars
+without motifs normalise (and hash) exactly as before motifs existed.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from data_gen.expressions import BINARY_OPS, MAX_DIM_LIMIT, UNARY_OPS
+from data_gen.expressions import BINARY_OPS, CONST, MAX_DIM_LIMIT, TIME, UNARY_OPS, is_literal
 
 DEFAULT_GRAMMAR_PATH = Path(__file__).resolve().parent / "grammars" / "default.toml"
 
@@ -187,18 +195,17 @@ class Grammar:
     def output_operators(self) -> set[str]:
         """Operators that can appear in generated systems: the sampled ones plus those the skeleton
         simplifier writes for them (x*x is pow2, a sign is neg or sub, a/b*b... is inv)."""
-        ops = set(self.operators)
-        if ops & {"add", "sub"}:
-            ops |= {"add", "sub", "neg"}
-        if ops & {"mul", "div", "pow2", "pow3", "inv"}:
-            ops |= {"mul", "pow2", "pow3"}
-        if ops & {"div", "inv"}:
-            ops |= {"div", "inv"}
-        if "sqrt" in ops and "pow2" in ops:
-            ops.add("abs")
-        if self.data["operators"]["pow_exponents"]:
-            ops.add("pow")
-        return ops
+        return _output_operators(self.data["operators"])
+
+    @property
+    def motif_share(self) -> float:
+        return self.data["tree"].get("motif_share", 0.0)
+
+    @property
+    def motifs(self) -> list[Motif]:
+        """The ``[motifs]`` table parsed: (name, weight, tree with placeholder leaves), weight > 0 only."""
+        return [Motif(name, m["weight"], parse_motif(m["expr"])) for name, m in self.data.get("motifs", {}).items()
+                if m["weight"] > 0]
 
     def missing(self, tree) -> set[str]:
         """What a tree uses that this grammar cannot generate: operators, exponents, variables, t."""
@@ -244,6 +251,154 @@ class Grammar:
             raise GrammarError(f"{path}: {e}") from None
 
 
+def _output_operators(ops_section: dict) -> set[str]:
+    ops = {k for k, w in ops_section["unary"].items() if w > 0} | {k for k, w in ops_section["binary"].items() if w > 0}
+    if ops & {"add", "sub"}:
+        ops |= {"add", "sub", "neg"}
+    if ops & {"mul", "div", "pow2", "pow3", "inv"}:
+        ops |= {"mul", "pow2", "pow3"}
+    if ops & {"div", "inv"}:
+        ops |= {"div", "inv"}
+    if "sqrt" in ops and "pow2" in ops:
+        ops.add("abs")
+    if ops_section["pow_exponents"]:
+        ops.add("pow")
+    return ops
+
+
+# ----------------------------------------------------------------------------- motifs
+
+#: motif placeholders for "any state variable" (one letter = one variable within a motif)
+VARIABLE_PLACEHOLDERS = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class Motif:
+    name: str
+    weight: float
+    tree: tuple | str
+
+    @property
+    def uses_time(self) -> bool:
+        return TIME in _leaf_set(self.tree)
+
+    @property
+    def unary_depth(self) -> int:
+        return _unary_depth(self.tree)
+
+
+def parse_motif(expr: str):
+    """Tree of a motif's prefix expression, placeholders kept as leaves (``C``, ``x``, ``y``, ``z``, ``t``,
+    rational literals as ``pow`` exponents). Raises ValueError with a message for the user."""
+    tokens = expr.split()
+    if not tokens:
+        raise ValueError("empty expression")
+    pos = 0
+
+    def build():
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError(f"expression ends early: an operator lacks its operand(s) in {expr!r}")
+        tok = tokens[pos]
+        pos += 1
+        if tok in BINARY_OPS:
+            left = build()
+            right = build()
+            if tok == "pow":
+                if isinstance(right, str) and is_literal(right) and not (isinstance(left, str) and is_literal(left)):
+                    return (tok, left, right)
+                raise ValueError("pow takes a base and a rational exponent literal such as 3/2 "
+                                 "(write squares, cubes, inverses, roots as pow2, pow3, inv, sqrt)")
+            return (tok, left, right)
+        if tok in UNARY_OPS:
+            return (tok, build())
+        if tok in (CONST, TIME) or tok in VARIABLE_PLACEHOLDERS or is_literal(tok):
+            return tok
+        if tok.startswith("x_"):
+            raise ValueError(f"{tok!r}: write state variables as the placeholders x, y, z (any variable)")
+        raise ValueError(f"unknown token {tok!r} (operators, C, x, y, z, t and pow exponents are allowed)")
+
+    tree = build()
+    if pos != len(tokens):
+        raise ValueError(f"{len(tokens) - pos} token(s) left over after a complete expression in {expr!r}")
+    for node in _nodes(tree):
+        if not isinstance(node, str) and node[0] != "pow":
+            for child in node[1:]:
+                if isinstance(child, str) and is_literal(child):
+                    raise ValueError(f"literal {child!r} outside a pow exponent: write constants as C")
+    if isinstance(tree, str) and is_literal(tree):
+        raise ValueError(f"literal {tree!r} outside a pow exponent: write constants as C")
+    return tree
+
+
+def _nodes(tree):
+    yield tree
+    if not isinstance(tree, str):
+        for child in tree[1:]:
+            yield from _nodes(child)
+
+
+def _leaf_set(tree) -> set[str]:
+    return {n for n in _nodes(tree) if isinstance(n, str)}
+
+
+def _unary_depth(tree) -> int:
+    if isinstance(tree, str):
+        return 0
+    inner = max(_unary_depth(c) for c in tree[1:])
+    return inner + 1 if tree[0] in UNARY_OPS else inner
+
+
+def _operators_of(tree) -> set[str]:
+    return {n[0] for n in _nodes(tree) if not isinstance(n, str)}
+
+
+def _validate_motifs(raw: Any, out: dict) -> dict:
+    if not isinstance(raw, dict):
+        raise GrammarError("motifs: expected a table of name = { weight = ..., expr = \"...\" }")
+    allowed_ops = _output_operators(out["operators"])
+    exponents = set(out["operators"]["pow_exponents"])
+    tree_cfg = out["tree"]
+    motifs = {}
+    for name, m in raw.items():
+        where = f"motifs.{name}"
+        if not isinstance(m, dict):
+            raise GrammarError(f"{where}: expected a table {{ weight = 1.0, expr = \"mul C mul x y\" }}, got {m!r}")
+        for k in m:
+            if k not in ("weight", "expr"):
+                raise GrammarError(f"{where}.{k}: unknown key (known: weight, expr)")
+        if "expr" not in m or not isinstance(m["expr"], str):
+            raise GrammarError(f"{where}.expr: expected a prefix expression string such as \"mul C mul x y\"")
+        weight = m.get("weight", 1.0)
+        if not _is_number(weight) or weight < 0 or not math.isfinite(weight):
+            raise GrammarError(f"{where}.weight: must be a finite number >= 0, got {weight!r}")
+        try:
+            tree = parse_motif(m["expr"])
+        except ValueError as e:
+            raise GrammarError(f"{where}: {e}") from None
+        foreign = sorted(_operators_of(tree) - allowed_ops)
+        if foreign:
+            raise GrammarError(f"{where}: operator {', '.join(foreign)} is not among the grammar's operators "
+                               f"({', '.join(sorted(allowed_ops))}); motifs may not change the output vocabulary")
+        leaves = _leaf_set(tree)
+        for lit in sorted(x for x in leaves if is_literal(x)):
+            if str(Fraction(lit)) not in exponents:
+                raise GrammarError(f"{where}: exponent {lit} is not in operators.pow_exponents")
+        if not leaves & (set(VARIABLE_PLACEHOLDERS) | {TIME}):
+            raise GrammarError(f"{where}: uses no state variable (x, y, z) and no t, so it is a constant")
+        if TIME in leaves and out["system"]["time_share"] == 0:
+            raise GrammarError(f"{where}: uses t but system.time_share is 0")
+        n_tokens = sum(1 for _ in _nodes(tree))
+        if n_tokens > tree_cfg["max_component_tokens"]:
+            raise GrammarError(f"{where}: {n_tokens} tokens, more than tree.max_component_tokens "
+                               f"{tree_cfg['max_component_tokens']}")
+        if _unary_depth(tree) > tree_cfg["max_unary_depth"]:
+            raise GrammarError(f"{where}: unary operators nested {_unary_depth(tree)} deep, more than "
+                               f"tree.max_unary_depth {tree_cfg['max_unary_depth']}")
+        motifs[name] = {"weight": float(weight), "expr": " ".join(m["expr"].split())}
+    return motifs
+
+
 def default_grammar() -> Grammar:
     return Grammar.from_file(DEFAULT_GRAMMAR_PATH)
 
@@ -251,15 +406,20 @@ def default_grammar() -> Grammar:
 def _validate(raw: dict) -> dict:
     out: dict = {}
     for section in raw:
-        if section not in SCHEMA:
-            raise GrammarError(f"unknown section [{section}] (known: {', '.join(SCHEMA)})")
+        if section not in SCHEMA and section != "motifs":
+            raise GrammarError(f"unknown section [{section}] (known: {', '.join(SCHEMA)}, motifs)")
         if not isinstance(raw[section], dict):
             raise GrammarError(f"{section}: expected a table")
+    # optional keys, left out of the normalised grammar when absent so that grammars without motifs
+    # keep the data (and sha256) they had before motifs existed
+    tree_raw = dict(raw.get("tree", {}))
+    motif_share = tree_raw.pop("motif_share", None)
     for section, keys in SCHEMA.items():
-        given = raw.get(section, {})
+        given = tree_raw if section == "tree" else raw.get(section, {})
         for key in given:
             if key not in keys:
-                raise GrammarError(f"{section}.{key}: unknown key (known: {', '.join(keys)})")
+                known = list(keys) + (["motif_share"] if section == "tree" else [])
+                raise GrammarError(f"{section}.{key}: unknown key (known: {', '.join(known)})")
         out[section] = {}
         for key, (check, default) in keys.items():
             if key in given:
@@ -288,6 +448,12 @@ def _validate(raw: dict) -> dict:
     tree = out["tree"]
     if tree["max_component_tokens"] > tree["max_system_tokens"]:
         raise GrammarError("tree.max_component_tokens is larger than tree.max_system_tokens")
+    if motif_share is not None:
+        tree["motif_share"] = _unit("tree.motif_share", motif_share)
+    if "motifs" in raw:
+        out["motifs"] = _validate_motifs(raw["motifs"], out)
+    if tree.get("motif_share", 0) > 0 and not any(m["weight"] > 0 for m in out.get("motifs", {}).values()):
+        raise GrammarError("tree.motif_share is > 0 but the grammar has no [motifs] with a weight > 0")
     corr = out["corruption"]
     if corr["trajectories"][1] > out["initial_conditions"]["per_system"]:
         raise GrammarError("corruption.trajectories: max is larger than initial_conditions.per_system")

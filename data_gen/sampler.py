@@ -8,12 +8,13 @@ initial conditions by vectorised numpy draws.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_gen.expressions import CONST, TIME, Tree, is_var, size, to_prefix, var_name
-from data_gen.grammar import Grammar
+from data_gen.grammar import VARIABLE_PLACEHOLDERS, Grammar
 from data_gen.simplify import key, simplify
 
 
@@ -64,6 +65,27 @@ class SkeletonSampler:
         system = grammar["system"]
         self.dims = list(range(system["min_dim"], system["max_dim"] + 1))
         self.dim_w = system["dim_weights"]
+        # motifs (grammar [motifs], tree.motif_share): with share 0 no random number is drawn for them,
+        # so grammars without motifs sample exactly what they sampled before motifs existed
+        self.motif_share = grammar.motif_share
+        self.motifs = grammar.motifs if self.motif_share > 0 else []
+        self.motif_counts: Counter = Counter()  # motif name -> times drawn, for tests and reports
+
+    # --- motifs
+    def _motif(self, dim: int, use_time: bool, unary_depth: int) -> Tree | None:
+        """A motif instance (placeholders filled in), or None when no motif fits here."""
+        room = self.max_unary_depth - unary_depth
+        eligible = [m for m in self.motifs if (use_time or not m.uses_time) and m.unary_depth <= room]
+        if not eligible:
+            return None
+        m = self.rng.choices(eligible, [m.weight for m in eligible])[0]
+        self.motif_counts[m.name] += 1
+        letters = [v for v in VARIABLE_PLACEHOLDERS if v in _leaf_names(m.tree)]
+        if len(letters) <= dim:
+            chosen = self.rng.sample(range(dim), len(letters))
+        else:  # more letters than variables: some coincide (x*y in one variable is x**2)
+            chosen = [self.rng.randrange(dim) for _ in letters]
+        return _fill(m.tree, {v: var_name(i) for v, i in zip(letters, chosen)})
 
     # --- trees
     def _leaf(self, dim: int, use_time: bool) -> Tree:
@@ -82,6 +104,10 @@ class SkeletonSampler:
     def _tree(self, n_ops: int, dim: int, use_time: bool, unary_depth: int) -> Tree:
         if n_ops == 0:
             return self._leaf(dim, use_time)
+        if self.motifs and self.rng.random() < self.motif_share:
+            motif = self._motif(dim, use_time, unary_depth)
+            if motif is not None:
+                return motif
         allow_unary = self.unary_total > 0 and unary_depth < self.max_unary_depth
         p_unary = self.unary_total / (self.unary_total + self.binary_total) if allow_unary else 0.0
         if self.binary_total == 0 or (allow_unary and self.rng.random() < p_unary):
@@ -127,6 +153,18 @@ class SkeletonSampler:
         if n_tokens - 1 > tree_cfg["max_system_tokens"]:
             return "too_long"
         return Skeleton(tuple(comps), use_time)
+
+
+def _leaf_names(tree: Tree) -> set[str]:
+    if isinstance(tree, str):
+        return {tree}
+    return set().union(*(_leaf_names(c) for c in tree[1:]))
+
+
+def _fill(tree: Tree, names: dict[str, str]) -> Tree:
+    if isinstance(tree, str):
+        return names.get(tree, tree)
+    return (tree[0],) + tuple(_fill(c, names) for c in tree[1:])
 
 
 def _log_uniform_signed(rng: np.random.Generator, shape, magnitude, negative_share) -> np.ndarray:
