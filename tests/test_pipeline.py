@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_gen.corrupt import corrupt
+from data_gen.expressions import to_prefix
 from data_gen.grammar import Grammar, default_grammar
 from data_gen.pipeline import generate_chunk, stream_chunks
 from data_gen.shards import read_shard, write_shard
@@ -88,10 +89,51 @@ def test_shard_round_trip(tmp_path):
     assert len(back) == len(systems)
     for a, b in zip(systems, back):
         assert a.skeleton == b.skeleton
+        # float16 fractions of each trajectory component's largest magnitude (format 2)
+        assert a.x.shape == b.x.shape and b.x.dtype == np.float32
+        scale = np.abs(a.x).max(axis=1, keepdims=True)
+        assert np.all(np.abs(a.x - b.x) <= 2.0**-11 * scale * 1.01 + 1e-30)
+        np.testing.assert_allclose(a.constants, b.constants, rtol=1e-7)
+        np.testing.assert_allclose(a.x0, b.x0, rtol=1e-3)
+        assert abs(a.t_end - b.t_end) <= 1e-6 * a.t_end
+
+
+def test_old_shards_still_read_and_unknown_formats_are_named(tmp_path):
+    from safetensors.numpy import save_file
+
+    systems = generate_chunk(default_grammar(), 4, 0).systems[:3]
+    toks = [[tok for c in s.skeleton.components for tok in ["|"] + to_prefix(c)][1:] for s in systems]
+    vocab = sorted({t for ts in toks for t in ts})
+    ptr = lambda ls: np.concatenate([[0], np.cumsum(ls)]).astype(np.int64)  # noqa: E731
+    v1 = {
+        "x": np.concatenate([s.x.ravel() for s in systems]).astype(np.float32),
+        "x_ptr": ptr([s.x.size for s in systems]),
+        "x0": np.concatenate([s.x0.ravel() for s in systems]),
+        "n_traj": np.array([s.x.shape[0] for s in systems], dtype=np.int64),
+        "dim": np.array([s.skeleton.dim for s in systems], dtype=np.int64),
+        "t_end": np.array([s.t_end for s in systems]),
+        "tokens": np.array([vocab.index(t) for ts in toks for t in ts], dtype=np.int16),
+        "token_ptr": ptr([len(ts) for ts in toks]),
+        "consts": np.concatenate([s.constants for s in systems]),
+        "const_ptr": ptr([len(s.constants) for s in systems]),
+    }
+    path = tmp_path / "v1.safetensors"
+    save_file(v1, str(path), metadata={"format": "odeformer-shard-1", "vocabulary": json.dumps(vocab),
+                                       "grid_points": str(systems[0].x.shape[1])})
+    for a, b in zip(systems, read_shard(path)):
+        assert a.skeleton == b.skeleton and a.t_end == b.t_end
         np.testing.assert_array_equal(a.x, b.x)
-        np.testing.assert_array_equal(a.constants, b.constants)
         np.testing.assert_array_equal(a.x0, b.x0)
-        assert a.t_end == b.t_end
+    save_file({"x": np.zeros(1)}, str(tmp_path / "v9.safetensors"), metadata={"format": "odeformer-shard-9"})
+    with pytest.raises(ValueError, match="format 'odeformer-shard-9'.*regenerate"):
+        read_shard(tmp_path / "v9.safetensors")
+
+
+def test_shards_take_at_most_2_5_kb_per_system(tmp_path):
+    out = tmp_path / "data"
+    assert main(["generate", "--n", "400", "--out", str(out), "--seed", "2", "--quiet"]) == 0
+    size = sum(p.stat().st_size for p in out.glob("shard_*.safetensors"))
+    assert size / 400 <= 2500, size / 400
 
 
 def test_corruption_keeps_order_and_respects_ranges():
