@@ -83,10 +83,10 @@ trap 'exit 143' TERM
 
 # --- 2. the stand-in base image -------------------------------------------------------------------
 say "debootstrap bookworm (minbase + python3, pip) from $MIRROR"
-timeout 600 debootstrap --variant=minbase \
+timeout 420 debootstrap --variant=minbase \
     --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
     bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
-    || { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap failed or took over 10 minutes (log above)"; }
+    || { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap failed or took over 7 minutes (log above)"; }
 umount_under "$WORK/rootfs"
 rm -f "$WORK"/rootfs/usr/lib/python3*/EXTERNALLY-MANAGED
 rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
@@ -125,9 +125,9 @@ else
     say "no staged torch CPU wheel found (PIP_FIND_LINKS, pip config): torch from the Dockerfile's default index"
 fi
 say "buildah bud (log: $WORK/build.log)"
-timeout 1200 "${B[@]}" bud --isolation chroot --format docker --pull=false --layers=false \
+timeout 600 "${B[@]}" bud --isolation chroot --format docker --pull=false --layers=false \
     "${VOLUMES[@]}" "${BUILD_ARGS[@]}" -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1 \
-    || { tail -n 30 "$WORK/build.log" >&2; die "buildah bud failed or took over 20 minutes (log above)"; }
+    || { tail -n 30 "$WORK/build.log" >&2; die "buildah bud failed or took over 10 minutes (log above)"; }
 size=$("${B[@]}" images --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
 say "built $IMAGE ($size)"
 
