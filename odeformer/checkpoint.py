@@ -74,8 +74,12 @@ def git_commit() -> str:
 
 
 def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar, provenance: dict,
-         name: str | None = None, dtype: torch.dtype = torch.float32, extra: dict | None = None) -> Path:
-    """Write a checkpoint directory atomically (a temporary sibling, then a rename)."""
+         name: str | None = None, dtype: torch.dtype = torch.float32, extra: dict | None = None,
+         card: dict | None = None) -> Path:
+    """Write a checkpoint directory atomically (a temporary sibling, then a rename).
+
+    ``card``: facts of the training run (see :func:`model_card`); the checkpoint then gets a
+    ``MODEL_CARD.md`` made from them and its config. Without it an existing card is kept."""
     path = Path(path)
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in _unwrap(model).state_dict().items()}
     total = sum(t.numel() * t.element_size() for t in state.values())
@@ -117,9 +121,12 @@ def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar
         **(extra or {}),
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
-    card = path / "MODEL_CARD.md"
-    if card.exists():
-        shutil.copy(card, tmp / "MODEL_CARD.md")
+    old_card = path / "MODEL_CARD.md"
+    if card is not None:
+        n_params = sum(t.numel() for t in state.values())
+        (tmp / "MODEL_CARD.md").write_text(model_card(config, dict(card, parameters=n_params, weight_bytes=total)))
+    elif old_card.exists():
+        shutil.copy(old_card, tmp / "MODEL_CARD.md")
     if path.exists():
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -129,6 +136,65 @@ def save(path: str | Path, model: ODEFormer, vocab: Vocabulary, grammar: Grammar
     else:
         os.replace(tmp, path)
     return path
+
+
+GENERATED_CARD = "<!-- written by odeformer train from config.json; edit freely, the next run rewrites it -->"
+
+
+def model_card(config: dict, run: dict) -> str:
+    """``MODEL_CARD.md`` of a checkpoint that ``odeformer train`` wrote: what it is, how it was trained
+    (grammar and its sha256, init checkpoint, data, samples, steps, minutes, device), validation figures.
+
+    ``config``: the checkpoint's config.json; ``run``: this run's facts (``command``, ``init``,
+    ``grammar_source``, ``data``, ``validation`` figures, ``status``, ``parameters``, ``weight_bytes``)."""
+    arch = config["architecture"]
+    prov = config.get("provenance", {})
+    motifs = config["grammar"].get("motifs", {})
+    runs = prov.get("runs", [])
+    this = runs[-1] if runs else {}
+    val = run.get("validation") or {}
+    lines = [
+        GENERATED_CARD,
+        f"# {config['name']}",
+        "",
+        f"**What it is.** An encoder-decoder transformer of {run.get('parameters', 0) / 1e6:.2f}M parameters "
+        f"(d_model {arch.get('d_model')}, {arch.get('n_heads')} heads, {arch.get('n_enc')} encoder + "
+        f"{arch.get('n_dec')} decoder layers, d_ff {arch.get('d_ff')}), weights in {config.get('dtype')} "
+        f"({run.get('weight_bytes', 0) / 2**20:.1f} MiB), {len(config['vocabulary'])} output tokens; derivative "
+        f"input features {'on' if config.get('encoding', {}).get('derivatives') else 'off'}. Checkpoint "
+        f"{run.get('status', 'final')}.",
+        "",
+        "**What it was trained on.**",
+        "",
+        f"- grammar: `{run.get('grammar_source') or 'the init checkpoint grammar'}`, "
+        f"sha256 `{config.get('grammar_sha256')}`"
+        + (f", with {len(motifs)} motifs (tree.motif_share {config['grammar']['tree'].get('motif_share', 0)})"
+           if motifs else ""),
+        f"- init checkpoint: `{run.get('init') or 'none (trained from scratch)'}`",
+        f"- data: {'shards in `' + run['data'] + '`' if run.get('data') else 'systems generated on the fly'}, "
+        f"seed {this.get('seed')}, corrupted afresh for every sample",
+        f"- this run: {this.get('steps', 0):,} steps, {this.get('samples', 0):,} samples, "
+        f"{this.get('minutes', 0):.1f} minutes on {this.get('device')} ({this.get('hardware')})",
+        f"- in all (every run since the first weights): {prov.get('steps', 0):,} steps, "
+        f"{prov.get('samples_seen', 0):,} samples, {prov.get('gpu_minutes', 0):.1f} GPU minutes, "
+        f"{prov.get('cpu_minutes', 0):.1f} CPU minutes, {len(runs)} run(s)",
+        f"- code: commit `{prov.get('git_commit', 'unknown')}`",
+        "",
+        "```bash",
+        run.get("command", "odeformer train ..."),
+        "```",
+        "",
+        "**Validation** (fixed generated systems of its grammar, reserved seed "
+        f"{prov.get('validation_seed', '')}): "
+        + (f"loss {val['val_loss']:.3f}, token accuracy {val['val_token_acc']:.3f}, greedy decoding without "
+           f"refitting reaches R² > 0.9 on {val['val_r2_acc']:.0%} of them." if val else "not run (eval_systems=0)."),
+        "",
+        "**How good it is.** Not benchmarked by the trainer. Measure it with "
+        f"`python bench/odebench.py --quick --ablation --checkpoint {run.get('out', '<this directory>')}` "
+        "(transformer+refit rows: the model's own proposals) and add the table here.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -231,9 +231,11 @@ def train(cfg: dict) -> Path:
     last_save = t0
     samples = 0
     predecay_saved = False
-    run = {"seed": cfg["seed"], "device": str(device), "world": world, "hardware": cfg["hardware"] or _hardware(device)}
+    run = {"seed": cfg["seed"], "device": str(device), "world": world, "hardware": cfg["hardware"] or _hardware(device),
+           "grammar": grammar.source, "grammar_sha256": grammar.sha256(), "init": cfg["init"], "data": cfg["data"]}
+    last_eval: dict = {}
 
-    def save(path: Path, steps_done: int) -> None:
+    def save(path: Path, steps_done: int, status: str = "saved during the run") -> None:
         minutes = (time.time() - t0) / 60 * world
         prov = dict(provenance, samples_seen=provenance["samples_seen"] + samples * world,
                     steps=start_steps + steps_done,
@@ -242,15 +244,20 @@ def train(cfg: dict) -> Path:
                     runs=provenance["runs"] + [dict(run, steps=steps_done, samples=samples * world,
                                                     minutes=round(minutes, 2))],
                     git_commit=ckpt.git_commit(), validation_seed=VALIDATION_SEED)
+        card = {"command": cfg.get("_command") or command_of(cfg), "init": cfg["init"], "data": cfg["data"],
+                "grammar_source": grammar.source, "validation": dict(last_eval), "out": str(path),
+                "status": f"{status}, after {steps_done:,} steps of this run"}
         ckpt.save(path, raw_model, vocab, grammar, prov, name=cfg["name"] or out.name,
-                  dtype=getattr(torch, cfg["dtype_save"]))
+                  dtype=getattr(torch, cfg["dtype_save"]), card=card)
 
     if rank == 0 and val and cfg["eval_interval"] and cfg["init"]:  # where a continued run starts from
         ev = evaluate(raw_model, vocab, *val, device)
+        last_eval.update(ev)
         if log:
             log.write(json.dumps({"step": start_steps, **ev}) + "\n")
         tqdm.write(f"step {start_steps} (start): " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
-    bar = tqdm(total=cfg["max_steps"], desc="train", disable=rank != 0, unit="step")
+    # with max_time_s the bar's total is the number of steps the time allows at the pace so far
+    bar = tqdm(total=progress_total(cfg, 0, 0.0), desc="train", disable=rank != 0, unit="step")
     step = 0
     skipped = torch.zeros((), dtype=torch.long, device=device)
     while step < cfg["max_steps"]:
@@ -261,7 +268,8 @@ def train(cfg: dict) -> Path:
         if progress >= 1.0:
             break
         if rank == 0 and not predecay_saved and progress >= 1.0 - cfg["decay_frac"] and step > 0:
-            save(out.with_name(out.name + "-predecay"), step)
+            save(out.with_name(out.name + "-predecay"), step,
+                 "pre-decay: the weights before the decay phase, where the next run continues")
             predecay_saved = True
         lr = lr_at(cfg, step, progress)
         for group in opt.param_groups:
@@ -271,6 +279,11 @@ def train(cfg: dict) -> Path:
         skipped += ~torch.isfinite(grad_norm)
         step += 1
         samples += len(batch["tokens"])
+        if cfg["max_time_s"] > 0 and (step % 5 == 0 or step < 5):
+            total = progress_total(cfg, step, time.time() - t0)
+            if total != bar.total:
+                bar.total = total
+                bar.refresh()
         bar.update(1)
         if rank == 0 and (step % 10 == 0 or step == 1):
             metrics = {"step": start_steps + step, "loss": round(loss.item(), 4), "lr": lr,
@@ -283,6 +296,7 @@ def train(cfg: dict) -> Path:
                 log.flush()
         if rank == 0 and val and cfg["eval_interval"] and step % cfg["eval_interval"] == 0:
             ev = evaluate(raw_model, vocab, *val, device)
+            last_eval.update(ev)
             if log:
                 log.write(json.dumps({"step": start_steps + step, **ev}) + "\n")
                 log.flush()
@@ -290,10 +304,14 @@ def train(cfg: dict) -> Path:
         if rank == 0 and time.time() - last_save > cfg["save_interval_s"]:
             save(out, step)
             last_save = time.time()
+    if bar.total != step and not bar.disable:  # the run ended at its time limit: the bar ends full
+        bar.total = step
+        bar.refresh()
     bar.close()
     if rank == 0:
-        save(out, step)
         final = evaluate(raw_model, vocab, *val, device) if val else {}
+        last_eval.update(final)
+        save(out, step, "final")
         summary = {"final": True, "steps": start_steps + step, "samples_per_s": round(samples * world /
                    max(time.time() - t0, 1e-9), 1), "minutes": round((time.time() - t0) / 60, 2), **final}
         if log:
@@ -304,6 +322,27 @@ def train(cfg: dict) -> Path:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return out
+
+
+def progress_total(cfg: dict, step: int, elapsed: float) -> int | None:
+    """The progress bar's total: ``max_steps``, or with ``max_time_s`` the steps the time allows at the
+    pace so far (never more than ``max_steps``; None, no ETA, until a step has been timed)."""
+    if cfg["max_time_s"] <= 0:
+        return cfg["max_steps"]
+    if step == 0 or elapsed <= 0:
+        return None
+    return max(step, min(cfg["max_steps"], int(round(step * cfg["max_time_s"] / elapsed))))
+
+
+def command_of(cfg: dict) -> str:
+    """A command line that reproduces ``cfg`` (every key that differs from :data:`DEFAULTS`)."""
+    parts = ["odeformer train", "--preset", "''"]
+    for key in ("out", "init", "grammar", "data"):
+        if cfg.get(key):
+            parts += [f"--{key}", str(cfg[key])]
+    parts += [f"--set {k}={cfg[k]}" for k in DEFAULTS
+              if k not in ("out", "init", "grammar", "data") and cfg.get(k) != DEFAULTS[k]]
+    return " ".join(parts)
 
 
 def _hardware(device: torch.device) -> str:
@@ -326,10 +365,19 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def config_from_args(args) -> dict:
     """The run's config: preset, then ``--set`` overrides, then the path flags."""
+    import shlex
+
     cfg = load_config(args.preset, args.set)
     for key in ("out", "init", "grammar", "data"):
         if getattr(args, key, None):
             cfg[key] = getattr(args, key)
+    words = ["odeformer", "train", "--preset", args.preset]
+    for key in ("out", "init", "grammar", "data"):
+        if getattr(args, key, None):
+            words += [f"--{key}", str(getattr(args, key))]
+    for item in args.set:
+        words += ["--set", item]
+    cfg["_command"] = shlex.join(words)  # for the model card
     return cfg
 
 
