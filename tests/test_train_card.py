@@ -35,3 +35,26 @@ def test_time_limited_run_shows_its_real_total_and_writes_model_cards(tmp_path, 
         assert "steps" in card and "samples" in card and "minutes on cpu" in card
     final = (out / "MODEL_CARD.md").read_text()
     assert "Checkpoint final" in final and "token accuracy" in final
+
+
+def test_data_and_new_checkpoints_are_ignored_but_shipped_ones_are_not():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        import pytest
+
+        pytest.skip("not a git checkout")
+
+    def ignored(*paths):
+        proc = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+        return set(proc.stdout.split())
+
+    new = ["data/train/shard_00000.safetensors", "checkpoints/mine/model.safetensors", "checkpoints/mine-predecay"]
+    assert ignored(*new) == set(new)
+    listing = subprocess.run(["git", "ls-files", "checkpoints"], cwd=root, capture_output=True, text=True)
+    shipped = listing.stdout.split()
+    assert {"checkpoints/default/model.safetensors", "checkpoints/tiny/model.safetensors"} <= set(shipped)
+    assert ignored(*shipped) == set()
