@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing as mp
+import multiprocessing.pool
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -164,24 +165,68 @@ def single_threaded_children():
 
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``map(fn, jobs)`` over ``workers`` processes, results in order, a bounded number in flight
-    (``jobs`` may be infinite). ``fn`` must be a module-level function; one worker runs in this process."""
+    (``jobs`` may be infinite). ``fn`` must be a module-level function.
+
+    This process is one of the ``workers``: it starts ``workers - 1`` children and, whenever the next
+    result in order is not ready, computes the next job itself rather than wait. A spawned child
+    needs 2-3 s before its first result (interpreter, numpy/numba/sympy imports, loading the compiled
+    integrator), some 15-25 chunks' worth of work; with the parent idle meanwhile, as before issue 15,
+    two workers were no faster than one on runs of a few thousand systems."""
     jobs = iter(jobs)
     if workers <= 1:
         yield from map(fn, jobs)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
     with single_threaded_children():
-        pool = ctx.Pool(workers)
+        pool = ctx.Pool(workers - 1)
+    in_flight = 3 * (workers - 1)  # queued per child so that none waits while this process computes
+    max_pending = in_flight + 4 * workers  # results held for order, at most
     with pool:
-        pending: deque = deque()
-        for job in itertools.islice(jobs, 2 * workers):
+        pending: deque = deque()  # in job order: AsyncResult (a child's) or _Done (computed here)
+        n_async = 0
+
+        def pull() -> bool:
+            nonlocal n_async
+            job = next(jobs, _END)
+            if job is _END:
+                return False
             pending.append(pool.apply_async(fn, (job,)))
+            n_async += 1
+            return True
+
+        exhausted = False
+        while not exhausted and n_async < in_flight:
+            exhausted = not pull()
         while pending:
-            result = pending.popleft().get()
-            nxt = next(jobs, None)
-            if nxt is not None:
-                pending.append(pool.apply_async(fn, (nxt,)))
+            head = pending[0]
+            while isinstance(head, mp.pool.AsyncResult) and not head.ready():
+                if exhausted or len(pending) >= max_pending:
+                    head.wait()
+                    break
+                job = next(jobs, _END)
+                if job is _END:
+                    exhausted = True
+                    continue
+                pending.append(_Done(fn(job)))
+            pending.popleft()
+            if isinstance(head, _Done):
+                yield head.value
+                continue
+            n_async -= 1
+            result = head.get()
+            while not exhausted and n_async < in_flight:
+                exhausted = not pull()
             yield result
+
+
+_END = object()
+
+
+class _Done:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
 
 def stream_chunks(grammar: Grammar, seed: int, workers: int = 1, start: int = 0, stop: int | None = None,
