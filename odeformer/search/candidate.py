@@ -11,7 +11,7 @@ from data_gen.expressions import split_constants, to_sympy, var_name
 from odeformer import display
 from odeformer.metrics import r2_score
 from odeformer.search.problem import Problem
-from odeformer.search.ranking import criterion
+from odeformer.search.ranking import criterion, instability
 from odeformer.search.refit import Fit, simulate
 
 
@@ -35,10 +35,15 @@ class Candidate:
 def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | None:
     """Simulate a fitted system from each trajectory's start, score it, and write it in the user's units
     (None when it cannot be integrated)."""
-    preds = [simulate(fit.components, fit.constants, t, x[0], problem.deadline) for t, x in problem.ndata]
-    if any(p is None for p in preds):
+    # ranked from the fitted initial states (a noisy first point is not the truth); R^2 from the observed
+    # ones (contract 3.2)
+    preds = [simulate(fit.components, fit.constants, t, fit.start(k, x[0]), problem.deadline)
+             for k, (t, x) in enumerate(problem.ndata)]
+    observed = preds if fit.x0 is None else [simulate(fit.components, fit.constants, t, x[0], problem.deadline)
+                                             for t, x in problem.ndata]
+    if any(p is None for p in preds) or any(p is None for p in observed):
         return None
-    user_pred = np.concatenate([p * problem.norm.x_scale for p in preds])
+    user_pred = np.concatenate([p * problem.norm.x_scale for p in observed])
     r2_all = r2_score(np.concatenate([x for _, x in problem.data]), user_pred)
     if not np.isfinite(r2_all):
         return None
@@ -49,7 +54,7 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
     user = [sp.expand(e.xreplace(rename)) if _count_nodes(e) < 60 else e.xreplace(rename) for e in user]
     user = [display.tidy(_floats(e)) for e in user]
     complexity = sum(_count_nodes(e) for e in user)
-    value = criterion(problem, preds, len(fit.constants), complexity)
+    value = criterion(problem, preds, len(fit.constants), complexity) + instability(problem, fit)
     if not np.isfinite(value):
         return None
     rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}

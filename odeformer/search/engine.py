@@ -20,7 +20,7 @@ from odeformer.search.refit import Fit, refit, trajectory_r2
 
 REFIT_UNTIL = 0.85
 #: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them
-MAX_LIBRARY_REFITS = 12
+MAX_LIBRARY_REFITS = 8
 
 
 def _library_order(proposals: list[Proposal]) -> list[Proposal]:
@@ -70,7 +70,8 @@ class Search:
         for p in self.propose(problem):
             if problem.expired(REFIT_UNTIL):
                 break  # the best answer so far is returned
-            fit = self._fit(p.components, p.constants, problem, refit_deadline)
+            # a library proposal's constants are already least squares on the derivatives
+            fit = self._fit(p.components, p.constants, problem, refit_deadline, derivative_stage=p.prior is None)
             cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
             if cand is not None:
                 candidates.append(cand)
@@ -83,10 +84,10 @@ class Search:
         mark_pareto(candidates)
         return candidates
 
-    def _fit(self, components, constants, problem: Problem, deadline: float) -> Fit:
+    def _fit(self, components, constants, problem: Problem, deadline: float, derivative_stage: bool = True) -> Fit:
         if self.refit:
             return refit(components, constants, problem.fit_data, deadline=deadline,
-                         derivatives=problem.derivatives[problem.best_estimator])
+                         derivatives=problem.derivatives[problem.best_estimator], derivative_stage=derivative_stage)
         return Fit(tuple(components), np.asarray(constants, dtype=np.float64),
                    trajectory_r2(components, constants, problem.fit_data, deadline))
 

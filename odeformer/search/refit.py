@@ -36,6 +36,11 @@ class Fit:
     components: tuple[Tree, ...]
     constants: np.ndarray
     r2: float  # variance-weighted R^2 of the re-integrated system over all trajectories (-inf if it fails)
+    #: fitted initial states, one per trajectory (None: the observed first points)
+    x0: list[np.ndarray] | None = None
+
+    def start(self, k: int, observed: np.ndarray) -> np.ndarray:
+        return observed if self.x0 is None else self.x0[k]
 
 
 def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
@@ -78,17 +83,19 @@ def _program(components: tuple[Tree, ...]):
 
 def simulate_many(components: Sequence[Tree], const_rows: np.ndarray, t: np.ndarray, x0: np.ndarray,
                   deadline: float = np.inf) -> list[np.ndarray | None]:
-    """Integrate one candidate under each row of constants from ``x0`` at ``t[0]``; the states at ``t``
-    per row (None where it fails). All rows run in one call of the compiled Dormand-Prince integrator
-    of the generator; rows that run out of steps (stiff), or candidates it cannot run, fall back to LSODA."""
+    """Integrate one candidate under each row of constants from ``x0`` at ``t[0]`` (one state, or one per
+    row); the states at ``t`` per row (None where it fails). All rows run in one call of the compiled
+    Dormand-Prince integrator of the generator; rows that run out of steps (stiff), or candidates it
+    cannot run, fall back to LSODA."""
     components = tuple(components)
     rows = np.atleast_2d(np.asarray(const_rows, dtype=np.float64))
     t = np.asarray(t, dtype=np.float64)
     x0 = np.asarray(x0, dtype=np.float64)
+    starts = x0 if x0.ndim == 2 else np.repeat(x0[None], len(rows), axis=0)
     prog = _program(components)
     if prog is None or rows.shape[1] != prog.n_free:
-        return [_simulate_scipy(components, r, t, x0, deadline) for r in rows]
-    sol = solve_at(build_batch([prog], [rows], np.full(len(rows), t[-1])), np.repeat(x0[None], len(rows), axis=0),
+        return [_simulate_scipy(components, r, t, y0, deadline) for r, y0 in zip(rows, starts)]
+    sol = solve_at(build_batch([prog], [rows], np.full(len(rows), t[-1])), starts,
                    t, rtol=1e-7, atol=1e-9, max_steps=MAX_STEPS)
     out: list[np.ndarray | None] = []
     for j, r in enumerate(rows):
@@ -96,7 +103,7 @@ def simulate_many(components: Sequence[Tree], const_rows: np.ndarray, t: np.ndar
             out.append(sol.x[j])
         elif sol.status[j] == STATUS_STIFF and time.monotonic() < deadline:
             # out of steps: stiff, where an implicit method still gets through cheaply
-            out.append(_simulate_scipy(components, r, t, x0, deadline))
+            out.append(_simulate_scipy(components, r, t, starts[j], deadline))
         else:
             out.append(None)
     return out
@@ -108,10 +115,12 @@ def simulate(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray,
     return simulate_many(components, np.asarray(consts, dtype=np.float64)[None], t, x0, deadline)[0]
 
 
-def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: float = np.inf) -> float:
+def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: float = np.inf,
+                  x0: Sequence[np.ndarray] | None = None) -> float:
+    """R^2 of the system integrated from each trajectory's first point (or from ``x0``, one per trajectory)."""
     preds, obs = [], []
-    for t, x in data:
-        p = simulate(components, consts, t, x[0], deadline)
+    for k, (t, x) in enumerate(data):
+        p = simulate(components, consts, t, x[0] if x0 is None else x0[k], deadline)
         if p is None:
             return -np.inf
         preds.append(p)
@@ -120,9 +129,11 @@ def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: floa
 
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
-          deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None) -> Fit:
+          deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None,
+          derivative_stage: bool = True) -> Fit:
     """Refit the constants of one candidate to the data; returns the better of the start and the refit.
-    ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay)."""
+    ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay);
+    ``derivative_stage=False`` skips that stage (constants that already come from a derivative fit)."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
     if len(c0) == 0:
@@ -143,31 +154,36 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
 
     candidates = [c0]
     try:
+        if not derivative_stage:
+            raise _Deadline
         stage1 = least_squares(deriv_residual, c0, max_nfev=20 * (len(c0) + 1), method="trf")
         candidates.append(stage1.x)
     except (_Deadline, ValueError, FloatingPointError):
         pass
     x_scale = np.maximum(xs.std(axis=0), 1e-9)
 
+    k, d = len(c0), data[0][1].shape[1]
+
     def residuals(rows: np.ndarray) -> np.ndarray:
-        """Scaled trajectory residuals for each row of constants, all rows integrated in one call."""
+        """Scaled trajectory residuals for each row of parameters (the constants, then every trajectory's
+        initial state), all rows integrated in one call."""
         if time.monotonic() > deadline:
             raise _Deadline
         out = []
-        for t, x in data:
-            preds = simulate_many(components, rows, t, x[0], deadline)
+        for j, (t, x) in enumerate(data):
+            preds = simulate_many(components, rows[:, :k], t, rows[:, k + j * d: k + (j + 1) * d], deadline)
             out.append(np.stack([((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3)
                                  for p in preds]))
         return np.concatenate(out, axis=1)
 
-    def traj_residual(c):
-        return residuals(c[None])[0]
+    def traj_residual(params):
+        return residuals(params[None])[0]
 
-    def traj_jacobian(c):
+    def traj_jacobian(params):
         # forward differences, the base point and every perturbed one in one batch; steps well above the
         # integrator's tolerance so that its adaptivity does not show up as slope
-        h = 1e-5 * np.maximum(np.abs(c), 1e-2)
-        r = residuals(np.vstack([c, c + np.diag(h)]))
+        h = 1e-5 * np.maximum(np.abs(params), 1e-2)
+        r = residuals(np.vstack([params, params + np.diag(h)]))
         return ((r[1:] - r[0]) / h[:, None]).T
 
     candidates = [c for c in candidates if np.all(np.isfinite(c))]
@@ -177,12 +193,15 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     r2, i = max(scored)
     if r2 > 1 - 1e-9:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
+    # the second stage fits the initial states too: a noisy first point would otherwise bend the constants
+    observed = np.concatenate([x[0] for _, x in data])
     try:
-        stage2 = least_squares(traj_residual, candidates[i], jac=traj_jacobian, max_nfev=max_nfev, method="trf")
-        r2_2 = trajectory_r2(components, stage2.x, data, deadline) if np.all(np.isfinite(stage2.x)) else -np.inf
+        stage2 = least_squares(traj_residual, np.concatenate([candidates[i], observed]), jac=traj_jacobian,
+                               max_nfev=max_nfev, method="trf")
+        consts, starts = stage2.x[:k], [stage2.x[k + j * d: k + (j + 1) * d] for j in range(len(data))]
+        r2_2 = trajectory_r2(components, consts, data, deadline, starts) if np.all(np.isfinite(stage2.x)) else -np.inf
         if r2_2 > r2:
-            return Fit(components, stage2.x, r2_2)
+            return Fit(components, consts, r2_2, starts)
     except (_Deadline, ValueError, FloatingPointError):
         pass
     return Fit(components, candidates[i], r2)
-
