@@ -10,7 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
-from odeformer.derivatives import estimate_derivatives, interpolating_derivatives, spline_derivatives
+from odeformer.derivatives import estimate_derivatives, interpolating_derivatives
 from odeformer.encoding import Normalization
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
@@ -70,7 +70,7 @@ class Problem:
         trajectories: ``savgol5``, ``savgol9``, ``savgol17``, ``spline`` and ``interp``. Which one is right
         depends on the noise: the interpolating spline is exact on clean data and useless on noisy data,
         the smoothing spline chooses its own smoothing, Savitzky-Golay windows sit in between."""
-        return _Derivatives(self.fit_data)
+        return _Derivatives(self.fit_data, self.smoothing_splines)
 
     @property
     def best_estimator(self) -> str:
@@ -78,23 +78,32 @@ class Problem:
         return "interp" if self.clean else "spline"
 
     @cached_property
-    def noise_var(self) -> np.ndarray:
-        """Per-variable variance of the measurement noise (normalised frame), from the residuals of a
-        smoothing spline whose penalty is chosen by generalised cross-validation."""
+    def smoothing_splines(self) -> list[list]:
+        """A cubic smoothing spline per trajectory and variable, fitted to the fitting points, its penalty
+        chosen by generalised cross-validation (None where it cannot be fitted)."""
         from scipy.interpolate import make_smoothing_spline
 
-        sse = np.zeros(self.dim)
-        count = 0
-        for t, x in self.ndata:
-            if len(t) < 8:
-                continue
+        out = []
+        for t, x in self.fit_data:
+            row = []
             for j in range(self.dim):
                 try:
                     with np.errstate(all="ignore"):
-                        fit = make_smoothing_spline(t, x[:, j])(t)
+                        row.append(make_smoothing_spline(t, x[:, j]) if len(t) >= 5 else None)
                 except (ValueError, np.linalg.LinAlgError):
-                    fit = x[:, j]
-                r = x[:, j] - fit
+                    row.append(None)
+            out.append(row)
+        return out
+
+    @cached_property
+    def noise_var(self) -> np.ndarray:
+        """Per-variable variance of the measurement noise (normalised frame), from the residuals of the
+        smoothing splines."""
+        sse = np.zeros(self.dim)
+        count = 0
+        for (t, x), splines in zip(self.fit_data, self.smoothing_splines):
+            for j, spline in enumerate(splines):
+                r = x[:, j] - (spline(t) if spline is not None else x[:, j])
                 sse[j] += float(np.sum(r[np.isfinite(r)] ** 2))
             count += len(t)
         var = sse / max(count, 1)
@@ -111,16 +120,24 @@ class Problem:
 class _Derivatives(dict):
     """Derivative estimates by name, each computed when first asked for."""
 
-    def __init__(self, data: Sequence[Trajectory]):
+    def __init__(self, data: Sequence[Trajectory], splines: list[list]):
         super().__init__()
-        self.data = data
+        self.data, self.splines = data, splines
 
     def __missing__(self, name: str) -> np.ndarray:
         if name.startswith("savgol"):
             w = int(name[6:])
             value = np.concatenate([estimate_derivatives(t, x, w) for t, x in self.data])
         elif name == "spline":
-            value = np.concatenate([spline_derivatives(t, x) for t, x in self.data])
+            parts = []
+            for (t, x), row in zip(self.data, self.splines):
+                if any(sp is None for sp in row):
+                    parts.append(estimate_derivatives(t, x))
+                    continue
+                with np.errstate(all="ignore"):
+                    dx = np.stack([sp.derivative()(t) for sp in row], axis=1)
+                parts.append(dx if np.all(np.isfinite(dx)) else estimate_derivatives(t, x))
+            value = np.concatenate(parts)
         elif name == "interp":
             value = np.concatenate([interpolating_derivatives(t, x) for t, x in self.data])
         else:

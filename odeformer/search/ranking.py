@@ -1,6 +1,8 @@
 """Ranking: a noise-aware Bayesian information criterion on the held-out points.
 
-For a candidate re-integrated from each trajectory's first observed state, with ``n`` held-out points
+For a candidate re-integrated from each trajectory's initial state (fitted with the constants, because
+a noisy first point is not the truth; the observed one where the trajectory stage was skipped), with
+``n`` held-out points
 per variable, residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
 and ``N = n * d`` residuals in all:
 
@@ -12,8 +14,9 @@ smoothing spline chosen by generalised cross-validation; ``Problem.noise_var``),
 which approximants with many terms reach on one trajectory and then fail on the next. On clean data an
 exact law (MSE at the floor) still beats an approximant with 1% error (MSE 1e-4 of the spread squared)
 by about n*log(50) ~ 120 nats for 30 held-out points, far beyond what a constant costs (log N ~ 3.4
-nats). A node costs a fifth of a constant, so among equally good fits the smaller tree wins. Logarithms per variable make it independent of units. Explicit time
-dependence gets no special penalty: its constants count like any other. ``score`` (contract 3.2) is
+nats). A node costs a fifth of a constant, so among equally good fits the smaller tree wins.
+Logarithms per variable make it independent of units. Explicit time dependence gets no special
+penalty: its constants count like any other. ``score`` (contract 3.2) is
 ``-criterion``: higher is better, and differences are in nats (natural-log likelihood units).
 """
 

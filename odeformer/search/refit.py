@@ -44,7 +44,7 @@ class Fit:
 
 
 def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.ndarray, x0: np.ndarray,
-                    deadline: float = np.inf, max_evals: int = 5_000) -> np.ndarray | None:
+                    deadline: float = np.inf, max_evals: int = 2_000) -> np.ndarray | None:
     """LSODA (stiff-capable) with a clock and an evaluation cap inside the right-hand side."""
     rhs = python_rhs(components, consts)
     count = 0
@@ -191,7 +191,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         return Fit(components, c0, -np.inf)
     scored = [(trajectory_r2(components, c, data, deadline), i) for i, c in enumerate(candidates)]
     r2, i = max(scored)
-    if r2 > 1 - 1e-9:  # the derivative fit already reproduces the trajectories: skip the costly stage
+    if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
     # the second stage fits the initial states too: a noisy first point would otherwise bend the constants
     observed = np.concatenate([x[0] for _, x in data])
