@@ -229,7 +229,8 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                            "concurrent_fits": max_concurrency, "queue_bound": queue_bound}}
 
     @app.post("/v1/fit", response_model=schemas.FitResponse, dependencies=[Depends(authorize)],
-              responses={413: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse},
+              responses={413: {"model": schemas.ErrorResponse}, 415: {"model": schemas.ErrorResponse},
+                         422: {"model": schemas.ErrorResponse},
                          503: {"model": schemas.ErrorResponse}})
     async def fit(req: schemas.FitRequest):
         c = ready_model()
@@ -238,10 +239,10 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
             raise HTTPException(422, f"variables: {d} variables; the model supports at most {c.grammar.max_dim}")
         for i, tr in enumerate(req.trajectories):
             if len(tr.x) != len(tr.t):
-                raise HTTPException(422, f"trajectories[{i}].x: {len(tr.x)} rows for {len(tr.t)} times")
+                raise HTTPException(422, f"trajectory {i + 1}: {len(tr.x)} rows of x for {len(tr.t)} times")
             for j, row in enumerate(tr.x):
                 if len(row) != d:
-                    raise HTTPException(422, f"trajectories[{i}].x[{j}]: {len(row)} values for {d} variables")
+                    raise HTTPException(422, f"trajectory {i + 1}: x[{j}] has {len(row)} values for {d} variables")
         reg = make_regressor(c, req.options)
         ts = [np.array(tr.t) for tr in req.trajectories]
         xs = [np.array(tr.x, dtype=float).reshape(len(tr.t), d) for tr in req.trajectories]
@@ -256,7 +257,8 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                 "elapsed_s": round(time.monotonic() - start, 3)}
 
     @app.post("/v1/fit/csv", response_model=schemas.CSVFitResponse, dependencies=[Depends(authorize)],
-              responses={413: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse},
+              responses={413: {"model": schemas.ErrorResponse}, 415: {"model": schemas.ErrorResponse},
+                         422: {"model": schemas.ErrorResponse},
                          503: {"model": schemas.ErrorResponse}})
     async def fit_csv(file: Annotated[UploadFile, File()],
                       beam_size: Annotated[int, Query(ge=1, le=schemas.MAX_BEAM)] = 16,

@@ -125,7 +125,10 @@ BAD_JSON = [
     ('{"variables": ["sin"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "SymPy"),
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], "options": {"beam": 3}}',
      "extra"),
-    ('{"variables": ["x", "y"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}', "1 values for 2"),
+    ('{"variables": ["x", "y"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}]}',
+     "trajectory 1: x[0] has 1 values for 2"),
+    ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}, '
+     '{"t": [0,1,2,3,4,5], "x": [[1],[2],[3],[4],[5]]}]}', "trajectory 2: 5 rows of x for 6 times"),
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2], "x": [[1],[2],[3]]}]}', "at least 5"),
     ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
      '"options": {"allowed_operators": ["frob"]}}', "unknown"),
