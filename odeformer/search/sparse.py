@@ -38,15 +38,16 @@ class LibrarySource:
     def estimators(self, problem: Problem) -> list[str]:
         # the interpolating spline is exact on clean data; on noisy data the smoothing spline picks its
         # own smoothing and the wider Savitzky-Golay windows average noise away
-        return ["interp", "savgol5", "spline"] if problem.clean else ["spline", "savgol9", "savgol17"]
+        return ["interp", "spline", "savgol5"] if problem.clean else ["spline", "savgol9", "savgol17"]
 
     def propose(self, problem: Problem, earlier: list[Proposal]) -> list[Proposal]:
         t, x = problem.fit_points
         derivs = problem.derivatives
         reference = derivs[problem.best_estimator]
         found: dict[tuple, tuple[float, str, object]] = {}
-        for (name, terms), est in itertools.product(self.libraries(problem, earlier).items(),
-                                                    self.estimators(problem)):
+        libraries = self.libraries(problem, earlier)
+        # every library with the most trusted estimate first: when time is short, breadth matters more
+        for est, (name, terms) in itertools.product(self.estimators(problem), libraries.items()):
             if problem.expired(REGRESSIONS_UNTIL):
                 break
             theta, usable = library_matrix(unique(terms, problem.operators), x, t)
