@@ -14,7 +14,19 @@ from collections.abc import Iterator, Sequence
 from fractions import Fraction
 
 import numpy as np
-import sympy as sp
+
+
+class _LazySympy:
+    """SymPy, imported on first use: the generator's hot path and its worker processes never need it
+    (importing it costs a spawned generator worker ~0.7 s of its start-up)."""
+
+    def __getattr__(self, name: str):
+        import sympy
+
+        return getattr(sympy, name)
+
+
+sp = _LazySympy()
 
 Tree = str | tuple
 
@@ -22,19 +34,19 @@ Tree = str | tuple
 UNARY_OPS: dict = {
     "neg": (np.negative, lambda a: -a),
     "inv": (lambda a: 1.0 / a, lambda a: 1 / a),
-    "sqrt": (np.sqrt, sp.sqrt),
+    "sqrt": (np.sqrt, lambda a: sp.sqrt(a)),
     "pow2": (np.square, lambda a: a**2),
     "pow3": (lambda a: a * a * a, lambda a: a**3),
-    "exp": (np.exp, sp.exp),
-    "log": (np.log, sp.log),
-    "sin": (np.sin, sp.sin),
-    "cos": (np.cos, sp.cos),
-    "tan": (np.tan, sp.tan),
-    "tanh": (np.tanh, sp.tanh),
-    "atan": (np.arctan, sp.atan),
-    "sinh": (np.sinh, sp.sinh),
-    "cosh": (np.cosh, sp.cosh),
-    "abs": (np.abs, sp.Abs),
+    "exp": (np.exp, lambda a: sp.exp(a)),
+    "log": (np.log, lambda a: sp.log(a)),
+    "sin": (np.sin, lambda a: sp.sin(a)),
+    "cos": (np.cos, lambda a: sp.cos(a)),
+    "tan": (np.tan, lambda a: sp.tan(a)),
+    "tanh": (np.tanh, lambda a: sp.tanh(a)),
+    "atan": (np.arctan, lambda a: sp.atan(a)),
+    "sinh": (np.sinh, lambda a: sp.sinh(a)),
+    "cosh": (np.cosh, lambda a: sp.cosh(a)),
+    "abs": (np.abs, lambda a: sp.Abs(a)),
 }
 
 #: binary operators: name -> (numpy function, sympy builder)
