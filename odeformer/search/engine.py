@@ -69,9 +69,18 @@ class Search:
         candidates: list[Candidate] = []
         for p in self.propose(problem):
             if problem.expired(REFIT_UNTIL):
-                break  # the best answer so far is returned
-            # a library proposal's constants are already least squares on the derivatives
-            fit = self._fit(p.components, p.constants, problem, refit_deadline, derivative_stage=p.prior is None)
+                if candidates:
+                    break  # the best answer so far is returned
+                # out of time with nothing yet: the proposals as they are, until one integrates
+                fit = Fit(tuple(p.components), np.asarray(p.constants, dtype=np.float64),
+                          trajectory_r2(p.components, p.constants, problem.fit_data))
+                cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
+                candidates += [cand] if cand is not None else []
+                continue
+            # a linear library proposal's constants are already least squares on the derivatives; inner
+            # constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
+            fit = self._fit(p.components, p.constants, problem, refit_deadline,
+                            derivative_stage=p.prior is None or p.tuned)
             cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
             if cand is not None:
                 candidates.append(cand)

@@ -69,6 +69,7 @@ def forcing_terms(problem: Problem, state_terms: list[Term]) -> list[Term]:
 
 class Forcing(LibrarySource):
     name = "forcing"
+    scanned = True
 
     def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
         ops = problem.operators

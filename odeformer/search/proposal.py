@@ -15,6 +15,8 @@ class Proposal:
     #: lower is more promising, comparable among the library sources (their BIC against one derivative
     #: estimate); None for the transformer's
     prior: float | None = None
+    #: its constants include inner ones from a scanned grid, to be tuned before the trajectory fit
+    tuned: bool = False
 
     def uses_only(self, ops: set[str]) -> bool:
         return all(operators(c) <= ops for c in self.components)

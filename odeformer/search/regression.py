@@ -156,7 +156,7 @@ class SparseSystem:
 #: per-term penalties, in multiples of BIC's log n: derivative estimates have smooth, correlated errors,
 #: so n overstates the evidence and plain BIC keeps spurious terms on noisy data; each multiple picks
 #: its own system and all of them compete in the held-out ranking
-PENALTIES = (1.0, 4.0, 16.0)
+PENALTIES = (1.0, 4.0, 16.0, 64.0)
 
 
 def assemble(paths: list[list[Member]], terms: list[Term | None], n: int,

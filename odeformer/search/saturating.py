@@ -52,6 +52,7 @@ def saturating_terms(x: np.ndarray, ops: set[str]) -> list[Term]:
 
 class Saturating(LibrarySource):
     name = "saturating"
+    scanned = True
 
     def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
         _, x = problem.fit_points

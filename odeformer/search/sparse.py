@@ -31,6 +31,8 @@ class LibrarySource:
 
     name = "library"
     max_candidates = 8
+    #: its terms hold inner constants from a scanned grid
+    scanned = False
 
     def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
         raise NotImplementedError
@@ -64,7 +66,7 @@ class LibrarySource:
             best_of.setdefault(r[1], r)
         firsts = list(best_of.values())
         order = firsts + [r for r in ranked if r not in firsts]
-        return [Proposal(s.components, list(s.constants), self.name, prior=score)
+        return [Proposal(s.components, list(s.constants), self.name, prior=score, tuned=self.scanned)
                 for score, _, s in order[: self.max_candidates]]
 
 
