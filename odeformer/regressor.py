@@ -22,6 +22,7 @@ import sympy as sp
 
 from data_gen.expressions import var_name
 from odeformer import checkpoint as ckpt
+from odeformer import display
 from odeformer.search import Candidate, Problem, Search
 from odeformer.search.forcing import Forcing
 from odeformer.search.saturating import Saturating
@@ -137,18 +138,19 @@ class ODERegressor:
     def sympy(self, k: int = 0) -> list[sp.Expr]:
         return list(self._candidate(k).expressions)
 
-    def latex(self, k: int = 0) -> str:
-        cand = self._candidate(k)
-        return r" \\ ".join(rf"\dot{{{sp.latex(sp.Symbol(n))}}} = {sp.latex(e)}"
-                            for n, e in zip(self.variables_, cand.expressions))
+    def latex(self, k: int = 0, digits: int | None = 4) -> str:
+        """Candidate ``k`` as LaTeX, constants to ``digits`` significant digits (None: all of them)."""
+        rhs = display.latex_rhs(self._candidate(k).expressions, self.variables_, digits)
+        return r" \\ ".join(rf"\dot{{{sp.latex(sp.Symbol(n))}}} = {rhs[n]}" for n in self.variables_)
 
     def __str__(self) -> str:
+        """The ranked candidates, constants to 4 significant digits (``equations_[k].rhs`` has them all)."""
         if not getattr(self, "equations_", None):
             return "ODERegressor (not fitted)"
         lines = []
         for i, cand in enumerate(self.equations_):
             lines.append(f"#{i + 1}  r2={cand.r2:.4f}  complexity={cand.complexity}{'  pareto' if cand.pareto else ''}")
-            lines += [f"    d{n}/dt = {r}" for n, r in cand.rhs.items()]
+            lines += [f"    d{n}/dt = {display.rhs_string(e, digits=4)}" for n, e in zip(cand.rhs, cand.expressions)]
         return "\n".join(lines)
 
     def print(self) -> None:
