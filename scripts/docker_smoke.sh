@@ -25,9 +25,20 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_IMAGE=localhost/odeformer-smoke-base:bookworm
 IMAGE=localhost/odeformer-smoke:latest
 T0=$SECONDS
+exec 8>&1 9>&2  # the script's own stdout/stderr, for the cleanup: a TERM can come while a command's log is open
 
 say() { echo "[docker-smoke $(( SECONDS - T0 ))s] $*"; }
 die() { echo "[docker-smoke] FAILED: $*" >&2; exit 1; }
+CHILD=""
+bounded() {  # bounded SECONDS CMD...: `timeout`, waited for in the background so that a TERM to this
+    # script (e.g. .ci/run's outer timeout) runs the cleanup at once and reaches the command too
+    timeout "$@" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap and buildah's chroot isolation need it)"
 
@@ -35,10 +46,10 @@ die() { echo "[docker-smoke] FAILED: $*" >&2; exit 1; }
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
     say "installing buildah and debootstrap with apt"
     apt_install() {
-        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends \
+        bounded 300 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             -o DPkg::Lock::Timeout=120 buildah debootstrap >/dev/null
     }
-    apt_install || { timeout 300 apt-get update -qq && apt_install; } \
+    apt_install || { bounded 300 apt-get update -qq && apt_install; } \
         || die "apt-get install buildah debootstrap failed"
 fi
 B=(buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs)
@@ -53,6 +64,13 @@ umount_under() {  # lazily unmount whatever is still mounted below $1 (debootstr
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    exec 1>&8 2>&9
+    # a bounded command still running (the script was interrupted): TERM its timeout, which passes it on
+    # to the command's process group; buildah then removes its build container, which takes a while
+    if [ -n "$CHILD" ]; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        timeout 150 tail --pid="$CHILD" -f /dev/null 2>/dev/null || kill -KILL "$CHILD" 2>/dev/null || true
+    fi
     for p in $SERVER_PID $RUN_PID; do kill -TERM "$p" 2>/dev/null || true; done
     for p in $SERVER_PID $RUN_PID; do timeout 20 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
     if [ "$rc" != 0 ] && [ -s "$WORK/server.log" ]; then
@@ -65,7 +83,8 @@ cleanup() {
     fi
     umount_under "$WORK"
     rm -rf --one-file-system "$WORK" 2>/dev/null || true
-    [ -e "$WORK" ] && echo "[docker-smoke] warning: could not remove all of $WORK" >&2
+    if [ -e "$WORK" ]; then echo "[docker-smoke] warning: could not remove all of $WORK" >&2; fi
+    say "cleaned up; exit $rc"
     exit "$rc"
 }
 umount_under "$WORK"
@@ -83,7 +102,7 @@ trap 'exit 143' TERM
 
 # --- 2. the stand-in base image -------------------------------------------------------------------
 say "debootstrap bookworm (minbase + python3, pip) from $MIRROR"
-timeout 420 debootstrap --variant=minbase \
+bounded 420 debootstrap --variant=minbase \
     --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
     bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -n 20 "$WORK/debootstrap.log" >&2; die "debootstrap failed or took over 7 minutes (log above)"; }
@@ -125,7 +144,7 @@ else
     say "no staged torch CPU wheel found (PIP_FIND_LINKS, pip config): torch from the Dockerfile's default index"
 fi
 say "buildah bud (log: $WORK/build.log)"
-timeout 600 "${B[@]}" bud --isolation chroot --format docker --pull=false --layers=false \
+bounded 600 "${B[@]}" bud --isolation chroot --format docker --pull=false --layers=false \
     "${VOLUMES[@]}" "${BUILD_ARGS[@]}" -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1 \
     || { tail -n 30 "$WORK/build.log" >&2; die "buildah bud failed or took over 10 minutes (log above)"; }
 size=$("${B[@]}" images --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
@@ -265,7 +284,7 @@ if Path("/app").exists() and any(Path("/app").iterdir()):
 if purelib not in Path(odeformer.__file__).resolve().parents:
     fail(f"odeformer imported from {odeformer.__file__}, not from {purelib}")
 EOF
-timeout 300 "${B[@]}" run --isolation chroot --user "$user" -v "$WORK/check.py:/tmp/smoke_check.py:ro" \
+bounded 300 "${B[@]}" run --isolation chroot --user "$user" -v "$WORK/check.py:/tmp/smoke_check.py:ro" \
     -e "PORT=$port" -e "WEIGHTS_SHA=$weights_sha" "$CTR" -- python /tmp/smoke_check.py \
     || die "checks inside the image failed (see above)"
 
