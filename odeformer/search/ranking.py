@@ -34,16 +34,21 @@ NODE_COST = 0.2
 #: differences are the integrators' tolerances (ours, and whatever produced the data), not the law
 FLOOR_SHARE = 0.1
 PRECISION = 1e-3
+#: the fit term over every observed point (constants never see the held-out ones), not the held-out
+#: fifth alone: with half of 150 points dropped, 15 held-out points cannot tell a logistic law from a
+#: cubic at 5% noise, and 75 can
+RANK_ON_ALL_POINTS = True
 
 
 def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes: int) -> float:
     """The criterion (lower is better) of a candidate whose predictions at every point of each
     normalised trajectory are ``preds``."""
-    obs = np.concatenate([x[h] for (_, x), h in zip(problem.ndata, problem.held)])
-    pred = np.concatenate([p[h] for p, h in zip(preds, problem.held)])
-    if len(obs) == 0:  # too few points to hold any out: rank on all of them
+    if RANK_ON_ALL_POINTS or not any(h.any() for h in problem.held):
         obs = np.concatenate([x for _, x in problem.ndata])
         pred = np.concatenate(preds)
+    else:
+        obs = np.concatenate([x[h] for (_, x), h in zip(problem.ndata, problem.held)])
+        pred = np.concatenate([p[h] for p, h in zip(preds, problem.held)])
     if not np.all(np.isfinite(pred)):
         return np.inf
     n, d = obs.shape
