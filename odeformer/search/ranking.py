@@ -1,9 +1,9 @@
-"""Ranking: a noise-aware Bayesian information criterion on the held-out points.
+"""Ranking: a noise-aware Bayesian information criterion over the observed points.
 
 For a candidate re-integrated from each trajectory's initial state (fitted with the constants, because
 a noisy first point is not the truth; the observed one where the trajectory stage was skipped), with
-``n`` held-out points
-per variable, residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
+``n`` observed points per variable (the constants were fitted without the held-out fifth of them; see
+``RANK_ON_ALL_POINTS``), residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
 and ``N = n * d`` residuals in all:
 
     criterion = sum_j n * log(MSE_j + floor_j) + k * log(N) + NODE_COST * nodes * log(N)
@@ -13,7 +13,7 @@ smoothing spline chosen by generalised cross-validation; ``Problem.noise_var``),
 ``(1e-3 * spread_j)**2``: nothing is rewarded for fitting below the noise, or below 0.1% of the spread,
 which approximants with many terms reach on one trajectory and then fail on the next. On clean data an
 exact law (MSE at the floor) still beats an approximant with 1% error (MSE 1e-4 of the spread squared)
-by about n*log(50) ~ 120 nats for 30 held-out points, far beyond what a constant costs (log N ~ 3.4
+by about n*log(50) ~ 590 nats for 150 points, far beyond what a constant costs (log N ~ 5
 nats). A node costs a fifth of a constant, so among equally good fits the smaller tree wins.
 Logarithms per variable make it independent of units. Explicit time dependence gets no special
 penalty: its constants count like any other. ``score`` (contract 3.2) is
