@@ -397,6 +397,10 @@ def run(files: list[InputFile], options: dict, output: str | Path | None = None,
             distributed.fit_stream(items, options, on_result, workers=workers, address=ray_address)
         else:
             fit_stream(items, options, on_result, workers=workers or 1)
+    except BaseException:
+        if sink is not None and not sink.offsets:  # nothing to resume: leave no journal behind
+            sink.path.unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
     if sink is None:

@@ -63,6 +63,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
             ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the line above
         except (ImportError, AttributeError):
             pass
+    if address is not None and "://" not in address and address != "auto":
+        _probe(address)  # Ray itself would retry an unreachable address for ever
     try:
         if address is None:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
@@ -72,6 +74,19 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ClusterError(f"cannot {'start a local Ray' if address is None else f'join the Ray cluster at {address}'}"
                            f": {e}") from None
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when nothing listens at a cluster's ``HOST:PORT``."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--ray-address {address}: give 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({e.strerror or e})") from None
 
 
 def _checkpoint_files(checkpoint: str | Path) -> tuple[str, dict[str, bytes]]:

@@ -185,3 +185,15 @@ def test_a_private_local_ray_listens_on_loopback_only_and_gives_the_local_result
     assert len(listening) >= 3, listening  # GCS, raylet, object manager, workers...
     assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
     _same(_read(out), reference)
+
+
+def test_an_unreachable_cluster_is_bad_usage_and_nothing_is_written(inputs, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "never.jsonl"
+    proc = _fit(inputs[1], "-o", out, "--ray-address", f"127.0.0.1:{port}", timeout=120)
+    assert proc.returncode == 2 and "cannot reach the Ray cluster" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
