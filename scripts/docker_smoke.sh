@@ -99,6 +99,7 @@ mkdir -p "$WORK"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'echo "[docker-smoke] FAILED: line $LINENO: $BASH_COMMAND" >&2' ERR  # whatever has no message of its own
 
 # --- 2. the stand-in base image -------------------------------------------------------------------
 say "debootstrap bookworm (minbase + python3, pip) from $MIRROR"
@@ -111,13 +112,15 @@ rm -f "$WORK"/rootfs/usr/lib/python3*/EXTERNALLY-MANAGED
 rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
 chroot "$WORK/rootfs" python --version >/dev/null 2>&1 || die "the stand-in base has no working 'python'"
 say "committing the stand-in base as $BASE_IMAGE"
-base_ctr=$("${B[@]}" from scratch)
-base_mnt=$("${B[@]}" mount "$base_ctr")
-tar -C "$WORK/rootfs" -cf - . | tar -C "$base_mnt" -xf -
-"${B[@]}" umount "$base_ctr" >/dev/null
-"${B[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
-    --cmd python "$base_ctr"
-"${B[@]}" commit --quiet --rm "$base_ctr" "$BASE_IMAGE" >/dev/null || die "could not commit the stand-in base"
+base_ctr=$(timeout 60 "${B[@]}" from scratch) || die "buildah from scratch failed"
+base_mnt=$(timeout 60 "${B[@]}" mount "$base_ctr") || die "buildah mount failed"
+timeout 300 tar -C "$WORK/rootfs" -cf - . | timeout 300 tar -C "$base_mnt" -xf - \
+    || die "could not copy the stand-in's root file system into its container within 5 minutes"
+timeout 60 "${B[@]}" umount "$base_ctr" >/dev/null
+timeout 60 "${B[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env LANG=C.UTF-8 --cmd python "$base_ctr"
+timeout 300 "${B[@]}" commit --quiet --rm "$base_ctr" "$BASE_IMAGE" >/dev/null \
+    || die "could not commit the stand-in base within 5 minutes"
 rm -rf --one-file-system "$WORK/rootfs"
 
 # --- 3. build the project's Dockerfile ------------------------------------------------------------
@@ -147,12 +150,12 @@ say "buildah bud (log: $WORK/build.log)"
 bounded 600 "${B[@]}" bud --isolation chroot --format docker --pull=false --layers=false \
     "${VOLUMES[@]}" "${BUILD_ARGS[@]}" -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1 \
     || { tail -n 30 "$WORK/build.log" >&2; die "buildah bud failed or took over 10 minutes (log above)"; }
-size=$("${B[@]}" images --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
+size=$(timeout 60 "${B[@]}" images --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
 say "built $IMAGE ($size)"
 
 # --- 4. the image's own CMD, as its own USER ------------------------------------------------------
 # the image's config (buildah inspect's JSON): line 1 its USER, then its ENTRYPOINT + CMD, one word a line
-mapfile -t CONFIG < <("${B[@]}" inspect --type image "$IMAGE" | python3 -c '
+mapfile -t CONFIG < <(timeout 60 "${B[@]}" inspect --type image "$IMAGE" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["Docker"]["config"]
 print(c.get("User") or "")
@@ -162,7 +165,8 @@ user=${CONFIG[0]:-}; CMD=("${CONFIG[@]:1}")
 [ -n "$user" ] && [ "$user" != root ] && [ "$user" != 0 ] || die "the image has no non-root USER (got '$user')"
 [ "${#CMD[@]}" -gt 0 ] || die "the image has no CMD"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-CTR=$("${B[@]}" from --pull=false --name odeformer-smoke "$IMAGE")
+CTR=$(timeout 300 "${B[@]}" from --pull=false --name odeformer-smoke "$IMAGE") \
+    || die "buildah from $IMAGE failed or took over 5 minutes"
 # argparse keeps the last --host/--port: the CMD runs as written, moved to a free loopback port
 say "starting the CMD as user '$user': ${CMD[*]} --host 127.0.0.1 --port $port"
 "${B[@]}" run --isolation chroot --user "$user" "$CTR" -- "${CMD[@]}" --host 127.0.0.1 --port "$port" \
