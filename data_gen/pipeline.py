@@ -179,7 +179,8 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     ctx = mp.get_context("spawn")  # fork is unsafe beside torch's and numba's threads
     with single_threaded_children():
         pool = ctx.Pool(workers - 1)
-    in_flight = 3 * (workers - 1)  # queued per child so that none waits while this process computes
+    # queued per child, so that none runs dry while this process computes a chunk or writes a shard
+    in_flight = 6 * (workers - 1)
     max_pending = in_flight + 4 * workers  # results held for order, at most
     with pool:
         pending: deque = deque()  # in job order: AsyncResult (a child's) or _Done (computed here)
