@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of the Docker image on a machine with no Docker engine and no Docker Hub (run by .ci/run):
-#   bash scripts/docker_smoke.sh            # as root, from anywhere; ~7 minutes on 2 busy cores
+#   bash scripts/docker_smoke.sh            # as root, from anywhere; 4 to 7 minutes on 2 shared cores
 # 1. installs buildah and debootstrap with apt (when missing);
 # 2. makes a stand-in for python:3.11-slim: Debian bookworm (minbase) + python3, pip, `python` on the PATH,
 #    the EXTERNALLY-MANAGED marker removed, committed as a local image;
