@@ -30,6 +30,8 @@ from odeformer.search.sparse import SparseRegression
 from odeformer.search.transformer import TransformerProposals
 from odeformer.validation import InputError, check_variable_names, prepare
 
+#: right-hand side evaluations ``predict`` allows before it gives up
+MAX_PREDICT_EVALUATIONS = 200_000
 #: proposal sources by name, in the order they run (later ones see earlier proposals)
 SOURCES = ("transformer", "sparse", "saturating", "forcing")
 
@@ -128,9 +130,17 @@ class ODERegressor:
         from scipy.integrate import solve_ivp
 
         t = np.asarray(t, dtype=np.float64)
-        sol = solve_ivp(lambda tt, y: np.asarray(f(tt, y), dtype=float).ravel(), (t[0], t[-1]),
-                        np.atleast_1d(np.asarray(x0, dtype=np.float64)), t_eval=t, method="LSODA",
-                        rtol=1e-6, atol=1e-9)
+        calls = 0
+
+        def rhs(tt, y):
+            nonlocal calls
+            calls += 1
+            if calls > MAX_PREDICT_EVALUATIONS:  # a stiff or chattering candidate must not hang the caller
+                raise RuntimeError(f"simulation failed: more than {MAX_PREDICT_EVALUATIONS} evaluations")
+            return np.asarray(f(tt, y), dtype=float).ravel()
+
+        sol = solve_ivp(rhs, (t[0], t[-1]), np.atleast_1d(np.asarray(x0, dtype=np.float64)), t_eval=t,
+                        method="LSODA", rtol=1e-6, atol=1e-9)
         if sol.status != 0:
             raise RuntimeError(f"simulation failed: {sol.message}")
         return sol.y.T

@@ -20,7 +20,7 @@ from odeformer.search.sparse import LibrarySource
 
 #: a peak counts when the normalised periodogram power (share of the residual's variance it explains)
 #: reaches this
-MIN_POWER = 0.2
+MIN_POWER = 0.4
 MAX_PEAKS = 2
 
 

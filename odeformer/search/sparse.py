@@ -99,8 +99,10 @@ class SparseRegression(LibrarySource):
                   for term in additive_terms(comp, cs)]
         libs = {"quadratic": quadratic, "cubic": polynomial_terms(d, ops, False, degree=3),
                 "trig": quadratic + [Term((op, f"x_{i}")) for op in ("sin", "cos") for i in range(d)]
-                + ([Term((op, "t")) for op in ("sin", "cos")] if problem.use_time else [])}
+                + ([Term("t")] + [Term((op, "t")) for op in ("sin", "cos")] if problem.use_time else [])}
         if theirs:
             libs["transformer terms"] = quadratic + theirs
-        libs["grammar"] = grammar_terms(d, ops, problem.use_time) + theirs
+        # the grammar's unary terms of the state only: exp(t) and the like imitate any trend over one
+        # trajectory; time enters through the trigonometric library and the forcing source
+        libs["grammar"] = grammar_terms(d, ops, False) + theirs
         return libs
