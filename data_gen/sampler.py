@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -29,9 +30,11 @@ class Skeleton:
     def dim(self) -> int:
         return len(self.components)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Canonical string, insensitive to the signs of coefficient-free terms (for de-duplication)."""
+        """Canonical string, insensitive to the signs of coefficient-free terms (for de-duplication).
+        Computed once per skeleton (its instances share the object, also after pickling a chunk), so
+        the process collecting chunks does not recompute it for every system."""
         return " | ".join(key(c) for c in self.components).replace("sub", "add").replace("neg ", "")
 
     @property

@@ -48,12 +48,16 @@ def write_shard(path: str | Path, systems: list[System]) -> None:
     """Write systems to ``path`` (format 2) via a temporary file and an atomic rename."""
     path = Path(path)
     token_lists = []
+    by_skeleton: dict[int, list[str]] = {}  # a skeleton's instances share its object: its tokens once
     for s in systems:
-        toks: list[str] = []
-        for i, c in enumerate(s.skeleton.components):
-            if i:
-                toks.append(SEP)
-            toks.extend(to_prefix(c))
+        toks = by_skeleton.get(id(s.skeleton))
+        if toks is None:
+            toks = []
+            for i, c in enumerate(s.skeleton.components):
+                if i:
+                    toks.append(SEP)
+                toks.extend(to_prefix(c))
+            by_skeleton[id(s.skeleton)] = toks
         token_lists.append(toks)
     vocab = sorted({t for toks in token_lists for t in toks})
     index = {t: i for i, t in enumerate(vocab)}
