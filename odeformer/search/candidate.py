@@ -11,7 +11,7 @@ from data_gen.expressions import split_constants, to_sympy, var_name
 from odeformer import display
 from odeformer.metrics import r2_score
 from odeformer.search.problem import Problem
-from odeformer.search.ranking import criterion, instability
+from odeformer.search.ranking import at_floor, criterion, instability
 from odeformer.search.refit import Fit, simulate
 
 
@@ -25,6 +25,8 @@ class Candidate:
     pareto: bool = False
     fit: Fit | None = field(default=None, repr=False)  # components and constants in the model's frame
     source: str = ""
+    #: it reproduces the data to within the criterion's floor (ranking.at_floor)
+    exact: bool = field(default=False, repr=False)
 
     def to_dict(self) -> dict:
         names = list(self.rhs)
@@ -58,7 +60,8 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
     if not np.isfinite(value):
         return None
     rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}
-    return Candidate(rhs, user, float(r2_all), complexity, -value, fit=fit, source=source)
+    return Candidate(rhs, user, float(r2_all), complexity, -value, fit=fit, source=source,
+                     exact=at_floor(problem, preds))
 
 
 def _count_nodes(e: sp.Expr) -> int:

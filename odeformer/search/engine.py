@@ -68,6 +68,9 @@ class Search:
         refit_deadline = problem.by(REFIT_UNTIL)
         candidates: list[Candidate] = []
         for p in self.propose(problem):
+            exact = [c for c in candidates if c.exact]
+            if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
+                continue  # it cannot fit better than a candidate at the floor, only cost more
             if problem.expired(REFIT_UNTIL):
                 if candidates:
                     break  # the best answer so far is returned

@@ -53,10 +53,23 @@ def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes
         return np.inf
     n, d = obs.shape
     mse = np.mean((obs - pred) ** 2, axis=0)
-    scale = np.concatenate([x for _, x in problem.ndata]).std(axis=0)
-    floor = np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * scale) ** 2)
+    floor = floors(problem)
     total = n * d
     return float(np.sum(n * np.log(mse + floor)) + (n_constants + NODE_COST * nodes) * np.log(total))
+
+
+def floors(problem: Problem) -> np.ndarray:
+    """Per-variable mean squares below which the criterion rewards nothing more."""
+    scale = np.concatenate([x for _, x in problem.ndata]).std(axis=0)
+    return np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * scale) ** 2)
+
+
+def at_floor(problem: Problem, preds: list[np.ndarray]) -> bool:
+    """The predictions reproduce every observed point to within the floor: no other candidate can fit
+    better in the criterion's eyes, only be simpler."""
+    obs = np.concatenate([x for _, x in problem.ndata])
+    pred = np.concatenate(preds)
+    return bool(np.all(np.mean((obs - pred) ** 2, axis=0) <= floors(problem)))
 
 
 #: criterion units added for each nearby start from which the candidate cannot be integrated

@@ -128,6 +128,31 @@ def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: floa
     return r2_score(np.concatenate(obs), np.concatenate(preds))
 
 
+def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np.ndarray, xs: np.ndarray,
+                    dxs: np.ndarray, deadline: float = np.inf, evaluations: int = 600) -> np.ndarray | None:
+    """Constants that fit the right-hand sides to derivative estimates ``dxs`` at the points (``ts``,
+    ``xs``), by least squares from ``consts0``; None if the fit fails or runs out of time. ``evaluations``
+    caps the right-hand side evaluations (each step also costs a finite-difference Jacobian)."""
+    components = tuple(components)
+    c0 = np.asarray(consts0, dtype=np.float64)
+    scale = np.maximum(dxs.std(axis=0), 1e-9)
+
+    def residual(c):
+        if time.monotonic() > deadline:
+            raise _Deadline
+        with np.errstate(all="ignore"):
+            pred = np.stack([np.broadcast_to(evaluate(comp, xs, ts, cc), len(ts))
+                             for comp, cc in zip(components, split_constants(components, c))], axis=1)
+        r = ((pred - dxs) / scale).ravel()
+        return np.where(np.isfinite(r), r, 1e3)
+
+    try:
+        out = least_squares(residual, c0, max_nfev=max(10, evaluations // (len(c0) + 1)), method="trf").x
+    except (_Deadline, ValueError, FloatingPointError):
+        return None
+    return out if np.all(np.isfinite(out)) else None
+
+
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
           deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None,
           derivative_stage: bool = True) -> Fit:
@@ -141,25 +166,11 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     ts = np.concatenate([t for t, _ in data])
     xs = np.concatenate([x for _, x in data])
     dxs = derivatives if derivatives is not None else np.concatenate([estimate_derivatives(t, x) for t, x in data])
-    scale = np.maximum(dxs.std(axis=0), 1e-9)
-
-    def deriv_residual(c):
-        if time.monotonic() > deadline:
-            raise _Deadline
-        with np.errstate(all="ignore"):
-            pred = np.stack([np.broadcast_to(evaluate(comp, xs, ts, cc), len(ts))
-                             for comp, cc in zip(components, split_constants(components, c))], axis=1)
-        r = ((pred - dxs) / scale).ravel()
-        return np.where(np.isfinite(r), r, 1e3)
-
     candidates = [c0]
-    try:
-        if not derivative_stage:
-            raise _Deadline
-        stage1 = least_squares(deriv_residual, c0, max_nfev=20 * (len(c0) + 1), method="trf")
-        candidates.append(stage1.x)
-    except (_Deadline, ValueError, FloatingPointError):
-        pass
+    if derivative_stage:
+        stage1 = fit_derivatives(components, c0, ts, xs, dxs, deadline)
+        if stage1 is not None:
+            candidates.append(stage1)
     x_scale = np.maximum(xs.std(axis=0), 1e-9)
 
     k, d = len(c0), data[0][1].shape[1]

@@ -17,6 +17,7 @@ from data_gen.expressions import evaluate, split_constants
 from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, unique
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal
+from odeformer.search.refit import fit_derivatives
 from odeformer.search.regression import assemble, component_path, library_matrix
 
 MAX_TERMS = 8
@@ -24,6 +25,9 @@ MAX_TERMS = 8
 REFERENCE_PENALTY = 4.0
 #: share of the time budget after which no further library is regressed
 REGRESSIONS_UNTIL = 0.6
+#: systems of scanned terms with at most this many constants get their inner constants tuned before
+#: they are compared
+MAX_POLISHED = 6
 
 
 class LibrarySource:
@@ -55,6 +59,13 @@ class LibrarySource:
             theta, usable = library_matrix(unique(terms, problem.operators), x, t)
             paths = [component_path(theta, derivs[est][:, i], MAX_TERMS) for i in range(problem.dim)]
             for system in assemble(paths, usable, len(t)):
+                if self.scanned and len(system.constants) <= MAX_POLISHED and not problem.expired(REGRESSIONS_UNTIL):
+                    # inner constants sit on a coarse grid (c = -0.59 where the law has -0.6), which
+                    # hides a one-term law behind many-term approximants: tune them first
+                    tuned = fit_derivatives(system.components, system.constants, t, x, derivs[est], problem.deadline,
+                                            evaluations=200)
+                    if tuned is not None:
+                        system.constants = list(tuned)
                 score = _reference_bic(system.components, system.constants, x, t, reference, REFERENCE_PENALTY)
                 if system.key not in found or score < found[system.key][0]:
                     found[system.key] = (score, name, system)
