@@ -10,6 +10,7 @@ import pytest
 import sympy as sp
 from scipy.integrate import solve_ivp
 
+from data_gen.expressions import operators
 from odeformer import ODERegressor
 from odeformer.metrics import r2_score
 from odeformer.search import Problem
@@ -153,3 +154,14 @@ def test_criterion_puts_the_exact_law_far_ahead_of_approximants():
     quadratic, cand = _criterion_of(problem, [quadratic_tree], [0.0, -0.3, 0.01])
     assert cand.r2 > 0.999
     assert quadratic - exact > 40
+
+
+def test_every_source_honours_allowed_operators():
+    t = np.linspace(0, 10, 100)
+    x = simulate(lambda tt, y: [-0.9 * y[0] / (2.5 + y[0]) + 0.3 * np.sin(tt)], [5.0], t)
+    allowed = ["add", "mul", "sin"]
+    reg = ODERegressor(CKPT, time_budget_s=30, allowed_operators=allowed).fit(t, x)
+    assert reg.equations_
+    for cand in reg.equations_:
+        for comp in cand.fit.components:
+            assert operators(comp) <= set(allowed), cand.rhs
