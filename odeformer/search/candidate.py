@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from data_gen.expressions import split_constants, to_sympy, var_name
+from data_gen.expressions import TIME, leaves, split_constants, to_sympy, var_name
 from odeformer import display
 from odeformer.metrics import r2_score
 from odeformer.search.problem import Problem
@@ -37,8 +37,8 @@ class Candidate:
 def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | None:
     """Simulate a fitted system from each trajectory's start, score it, and write it in the user's units
     (None when it cannot be integrated)."""
-    # ranked from the fitted initial states (a noisy first point is not the truth); R^2 from the observed
-    # ones (contract 3.2)
+    # ranked from the initial states fitted with the constants on noisy data (a noisy first point is not
+    # the truth; on clean data they are the observed ones); R^2 from the observed first points (contract 3.2)
     preds = [simulate(fit.components, fit.constants, t, fit.start(k, x[0]), problem.deadline)
              for k, (t, x) in enumerate(problem.ndata)]
     observed = preds if fit.x0 is None else [simulate(fit.components, fit.constants, t, x[0], problem.deadline)
@@ -56,7 +56,8 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
     user = [sp.expand(e.xreplace(rename)) if _count_nodes(e) < 60 else e.xreplace(rename) for e in user]
     user = [display.tidy(_floats(e)) for e in user]
     complexity = sum(_count_nodes(e) for e in user)
-    value = criterion(problem, preds, len(fit.constants), complexity) + instability(problem, fit)
+    time_terms = sum(1 for comp in fit.components for leaf in leaves(comp) if leaf == TIME)
+    value = criterion(problem, preds, len(fit.constants), complexity, time_terms) + instability(problem, fit)
     if not np.isfinite(value):
         return None
     rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}

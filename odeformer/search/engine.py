@@ -99,7 +99,8 @@ class Search:
     def _fit(self, components, constants, problem: Problem, deadline: float, derivative_stage: bool = True) -> Fit:
         if self.refit:
             return refit(components, constants, problem.fit_data, deadline=deadline,
-                         derivatives=problem.derivatives[problem.best_estimator], derivative_stage=derivative_stage)
+                         derivatives=problem.derivatives[problem.best_estimator], derivative_stage=derivative_stage,
+                         fit_initial=not problem.clean)
         return Fit(tuple(components), np.asarray(constants, dtype=np.float64),
                    trajectory_r2(components, constants, problem.fit_data, deadline))
 
@@ -124,7 +125,8 @@ class Search:
         """The candidate's constants refitted on all points, held-out ones included; its rank stays."""
         if problem.expired():
             return cand
-        fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline)
+        fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline,
+                    fit_initial=not problem.clean)
         new = evaluate_fit(problem, fit, cand.source) if np.isfinite(fit.r2) else None
         if new is None or new.r2 < cand.r2:
             return cand

@@ -84,13 +84,18 @@ class Problem:
         return [_smoothing_splines(t, x) for t, x in self.fit_data]
 
     @cached_property
+    def all_point_splines(self) -> list[list]:
+        """Smoothing splines through all the points of each trajectory (for the noise level)."""
+        return [_smoothing_splines(t, x) for t, x in self.ndata]
+
+    @cached_property
     def noise_var(self) -> np.ndarray:
         """Per-variable variance of the measurement noise (normalised frame), from the residuals of
         smoothing splines through all the points, their penalty chosen by generalised cross-validation."""
         sse = np.zeros(self.dim)
         count = 0
-        for t, x in self.ndata:
-            for j, spline in enumerate(_smoothing_splines(t, x)):
+        for (t, x), splines in zip(self.ndata, self.all_point_splines):
+            for j, spline in enumerate(splines):
                 r = x[:, j] - (spline(t) if spline is not None else x[:, j])
                 sse[j] += float(np.sum(r[np.isfinite(r)] ** 2))
             count += len(t)

@@ -1,12 +1,12 @@
 """Ranking: a noise-aware Bayesian information criterion over the observed points.
 
-For a candidate re-integrated from each trajectory's initial state (fitted with the constants, because
-a noisy first point is not the truth; the observed one where the trajectory stage was skipped), with
+For a candidate re-integrated from each trajectory's first observed state (on noisy data from the
+initial state fitted with its constants), with
 ``n`` observed points per variable (the constants were fitted without the held-out fifth of them; see
 ``RANK_ON_ALL_POINTS``), residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
 and ``N = n * d`` residuals in all:
 
-    criterion = sum_j n * log(MSE_j + floor_j) + k * log(N) + NODE_COST * nodes * log(N)
+    criterion = sum_j n * log(MSE_j + floor_j) + (k + NODE_COST * nodes + TIME_COST * t_terms) * log(N)
 
 ``floor_j`` is a tenth of the measurement-noise variance estimated from the data (the residuals of a
 smoothing spline chosen by generalised cross-validation; ``Problem.noise_var``), and at least
@@ -15,8 +15,8 @@ which approximants with many terms reach on one trajectory and then fail on the 
 exact law (MSE at the floor) still beats an approximant with 1% error (MSE 1e-4 of the spread squared)
 by about n*log(50) ~ 590 nats for 150 points, far beyond what a constant costs (log N ~ 5
 nats). A node costs a fifth of a constant, so among equally good fits the smaller tree wins.
-Logarithms per variable make it independent of units. Explicit time dependence gets no special
-penalty: its constants count like any other. ``score`` (contract 3.2) is
+Logarithms per variable make it independent of units. Each occurrence of ``t`` costs two constants
+more (``TIME_COST``), a prior against explicit time dependence. ``score`` (contract 3.2) is
 ``-criterion``: higher is better, and differences are in nats (natural-log likelihood units).
 """
 
@@ -30,6 +30,10 @@ from odeformer.search.refit import simulate_many
 #: a node of the expression costs this share of a constant: among equally good fits, the smaller
 #: tree wins
 NODE_COST = 0.2
+#: each occurrence of ``t`` costs as much as this many more constants: a prior against explicit time
+#: dependence, because over one trajectory ``a + b*t`` imitates any trend and fails from the next start;
+#: a real forcing term buys hundreds of nats of fit
+TIME_COST = 2.0
 #: floor = this share of the estimated noise variance, and at least (PRECISION * spread)**2: below that,
 #: differences are the integrators' tolerances (ours, and whatever produced the data), not the law
 FLOOR_SHARE = 0.1
@@ -40,9 +44,9 @@ PRECISION = 1e-3
 RANK_ON_ALL_POINTS = True
 
 
-def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes: int) -> float:
+def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes: int, time_terms: int = 0) -> float:
     """The criterion (lower is better) of a candidate whose predictions at every point of each
-    normalised trajectory are ``preds``."""
+    normalised trajectory are ``preds``; ``time_terms``: occurrences of ``t`` in its equations."""
     if RANK_ON_ALL_POINTS or not any(h.any() for h in problem.held):
         obs = np.concatenate([x for _, x in problem.ndata])
         pred = np.concatenate(preds)
@@ -55,7 +59,8 @@ def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes
     mse = np.mean((obs - pred) ** 2, axis=0)
     floor = floors(problem)
     total = n * d
-    return float(np.sum(n * np.log(mse + floor)) + (n_constants + NODE_COST * nodes) * np.log(total))
+    cost = n_constants + NODE_COST * nodes + TIME_COST * time_terms
+    return float(np.sum(n * np.log(mse + floor)) + cost * np.log(total))
 
 
 def floors(problem: Problem) -> np.ndarray:
@@ -72,8 +77,6 @@ def at_floor(problem: Problem, preds: list[np.ndarray]) -> bool:
     return bool(np.all(np.mean((obs - pred) ** 2, axis=0) <= floors(problem)))
 
 
-#: criterion units added for each nearby start from which the candidate cannot be integrated
-UNSTABLE_COST = 100.0
 #: restarts from observed states at these shares of the first trajectory, each nudged up and down
 RESTART_AT = (1 / 3, 2 / 3)
 NUDGE = 0.1
@@ -83,7 +86,8 @@ def instability(problem: Problem, fit) -> float:
     """A law integrates from states near the ones it was observed in; an approximant with a pole or an
     exponential just outside the data often does not. The first trajectory is restarted (at its start
     time, over its whole span) from observed states a third and two thirds along it, each nudged by
-    +-10% of each variable's spread; every start that fails costs ``UNSTABLE_COST``."""
+    +-10% of each variable's spread. The cost is N log(1 + failed share): all four failing weigh as much
+    as doubling the mean square error everywhere."""
     t, x = problem.ndata[0]
     spread = np.ptp(np.concatenate([xi for _, xi in problem.ndata]), axis=0)
     starts = []
@@ -95,4 +99,5 @@ def instability(problem: Problem, fit) -> float:
     bound = 10.0 * (np.abs(np.concatenate([xi for _, xi in problem.ndata])).max(axis=0) + spread)
     runs = simulate_many(fit.components, rows, t, starts, problem.deadline)
     failed = sum(r is None or not np.all(np.abs(r) <= bound) for r in runs)
-    return UNSTABLE_COST * failed
+    n_residuals = sum(x.size for _, x in problem.ndata)
+    return float(n_residuals * np.log1p(failed / len(runs)))

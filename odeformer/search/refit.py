@@ -155,10 +155,12 @@ def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
           deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None,
-          derivative_stage: bool = True) -> Fit:
+          derivative_stage: bool = True, fit_initial: bool = True) -> Fit:
     """Refit the constants of one candidate to the data; returns the better of the start and the refit.
     ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay);
-    ``derivative_stage=False`` skips that stage (constants that already come from a derivative fit)."""
+    ``derivative_stage=False`` skips that stage (constants that already come from a derivative fit);
+    ``fit_initial``: the trajectory stage fits each trajectory's initial state too (for noisy data; on
+    clean data the observed first points are the truth, and freeing them lets a wrong law fit)."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
     if len(c0) == 0:
@@ -187,16 +189,6 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
                                  for p in preds]))
         return np.concatenate(out, axis=1)
 
-    def traj_residual(params):
-        return residuals(params[None])[0]
-
-    def traj_jacobian(params):
-        # forward differences, the base point and every perturbed one in one batch; steps well above the
-        # integrator's tolerance so that its adaptivity does not show up as slope
-        h = 1e-5 * np.maximum(np.abs(params), 1e-2)
-        r = residuals(np.vstack([params, params + np.diag(h)]))
-        return ((r[1:] - r[0]) / h[:, None]).T
-
     candidates = [c for c in candidates if np.all(np.isfinite(c))]
     if not candidates:
         return Fit(components, c0, -np.inf)
@@ -204,15 +196,34 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     r2, i = max(scored)
     if r2 > 0.9999:  # the derivative fit already reproduces the trajectories: skip the costly stage
         return Fit(components, candidates[i], r2)
-    # the second stage fits the initial states too: a noisy first point would otherwise bend the constants
+    # on noisy data the second stage fits the initial states too: a noisy first point would otherwise
+    # bend the constants
     observed = np.concatenate([x[0] for _, x in data])
+    free = k + (len(observed) if fit_initial else 0)
+
+    def full(params: np.ndarray) -> np.ndarray:
+        rows = np.atleast_2d(params)
+        return rows if fit_initial else np.hstack([rows, np.repeat(observed[None], len(rows), axis=0)])
+
     try:
-        stage2 = least_squares(traj_residual, np.concatenate([candidates[i], observed]), jac=traj_jacobian,
+        stage2 = least_squares(lambda p: residuals(full(p))[0], np.concatenate([candidates[i], observed])[:free],
+                               jac=lambda p: _jacobian(lambda rows: residuals(full(rows)), p),
                                max_nfev=max_nfev, method="trf")
-        consts, starts = stage2.x[:k], [stage2.x[k + j * d: k + (j + 1) * d] for j in range(len(data))]
-        r2_2 = trajectory_r2(components, consts, data, deadline, starts) if np.all(np.isfinite(stage2.x)) else -np.inf
+        params = full(stage2.x)[0]
+        consts, starts = params[:k], [params[k + j * d: k + (j + 1) * d] for j in range(len(data))]
+        if not np.all(np.isfinite(params)):
+            raise ValueError("not finite")
+        r2_2 = trajectory_r2(components, consts, data, deadline, starts)
         if r2_2 > r2:
-            return Fit(components, consts, r2_2, starts)
+            return Fit(components, consts, r2_2, starts if fit_initial else None)
     except (_Deadline, ValueError, FloatingPointError):
         pass
     return Fit(components, candidates[i], r2)
+
+
+def _jacobian(residuals, params: np.ndarray) -> np.ndarray:
+    """Forward differences, the base point and every perturbed one in one batch; steps well above the
+    integrator's tolerance so that its adaptivity does not show up as slope."""
+    h = 1e-5 * np.maximum(np.abs(params), 1e-2)
+    r = residuals(np.vstack([params, params + np.diag(h)]))
+    return ((r[1:] - r[0]) / h[:, None]).T
