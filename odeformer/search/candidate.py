@@ -11,7 +11,7 @@ from data_gen.expressions import TIME, leaves, split_constants, to_sympy, var_na
 from odeformer import display
 from odeformer.metrics import r2_score
 from odeformer.search.problem import Problem
-from odeformer.search.ranking import at_floor, criterion, instability
+from odeformer.search.ranking import at_floor, criterion, instability, start_cost
 from odeformer.search.refit import Fit, simulate
 
 
@@ -57,7 +57,8 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
     user = [display.tidy(_floats(e)) for e in user]
     complexity = sum(_count_nodes(e) for e in user)
     time_terms = sum(1 for comp in fit.components for leaf in leaves(comp) if leaf == TIME)
-    value = criterion(problem, preds, len(fit.constants), complexity, time_terms) + instability(problem, fit)
+    value = (criterion(problem, preds, len(fit.constants), complexity, time_terms) + instability(problem, fit)
+             + start_cost(problem, fit))
     if not np.isfinite(value):
         return None
     rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}

@@ -1,7 +1,8 @@
 """Ranking: a noise-aware Bayesian information criterion over the observed points.
 
 For a candidate re-integrated from each trajectory's first observed state (on noisy data from the
-initial state fitted with its constants), with
+initial state fitted with its constants, which pays a Gaussian prior around the smoothed first state:
+``start_cost``), with
 ``n`` observed points per variable (the constants were fitted without the held-out fifth of them; see
 ``RANK_ON_ALL_POINTS``), residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
 and ``N = n * d`` residuals in all:
@@ -101,3 +102,13 @@ def instability(problem: Problem, fit) -> float:
     failed = sum(r is None or not np.all(np.abs(r) <= bound) for r in runs)
     n_residuals = sum(x.size for _, x in problem.ndata)
     return float(n_residuals * np.log1p(failed / len(runs)))
+
+
+def start_cost(problem: Problem, fit) -> float:
+    """Initial states fitted with the constants (noisy data) are measurements too: a Gaussian prior
+    centred on the smoothing splines' first states with the noise's variance, in nats. A wrong law
+    that passes through the data from somewhere else pays for the detour."""
+    if fit.x0 is None:
+        return 0.0
+    var = np.maximum(problem.noise_var, 1e-300)
+    return float(sum(0.5 * np.sum((x0 - s0) ** 2 / var) for x0, s0 in zip(fit.x0, problem.smoothed_starts)))
