@@ -85,16 +85,8 @@ class Problem:
 
     @cached_property
     def all_point_splines(self) -> list[list]:
-        """Smoothing splines through all the points of each trajectory (for the noise level and the start)."""
+        """Smoothing splines through all the points of each trajectory (for the noise level)."""
         return [_smoothing_splines(t, x) for t, x in self.ndata]
-
-    @cached_property
-    def smoothed_starts(self) -> list[np.ndarray]:
-        """Each trajectory's first state as the smoothing splines through all its points see it."""
-        out = []
-        for (t, x), splines in zip(self.ndata, self.all_point_splines):
-            out.append(np.array([float(sp(t[0])) if sp is not None else x[0, j] for j, sp in enumerate(splines)]))
-        return out
 
     @cached_property
     def noise_var(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Ranking: a noise-aware Bayesian information criterion over the observed points.
 
 For a candidate re-integrated from each trajectory's first observed state (on noisy data from the
-initial state fitted with its constants, which pays a Gaussian prior around the smoothed first state:
+initial state fitted with its constants, which pays a Gaussian prior around the observed first state:
 ``start_cost``), with
 ``n`` observed points per variable (the constants were fitted without the held-out fifth of them; see
 ``RANK_ON_ALL_POINTS``), residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
@@ -104,11 +104,16 @@ def instability(problem: Problem, fit) -> float:
     return float(n_residuals * np.log1p(failed / len(runs)))
 
 
+START_SPREAD = 0.01
+
+
 def start_cost(problem: Problem, fit) -> float:
-    """Initial states fitted with the constants (noisy data) are measurements too: a Gaussian prior
-    centred on the smoothing splines' first states with the noise's variance, in nats. A wrong law
-    that passes through the data from somewhere else pays for the detour."""
+    """Initial states fitted with the constants (noisy data) pay a Gaussian prior centred on the observed
+    first states, with the noise's variance (at least 1% of each variable's spread, squared), in nats:
+    a wrong law that passes through the data from somewhere else pays for the detour. (Smoothing
+    splines' first states are no better a centre: at a fast transient they miss by half the spread.)"""
     if fit.x0 is None:
         return 0.0
-    var = np.maximum(problem.noise_var, 1e-300)
-    return float(sum(0.5 * np.sum((x0 - s0) ** 2 / var) for x0, s0 in zip(fit.x0, problem.smoothed_starts)))
+    spread = np.ptp(np.concatenate([x for _, x in problem.ndata]), axis=0)
+    var = np.maximum(problem.noise_var, (START_SPREAD * spread) ** 2 + 1e-300)
+    return float(sum(0.5 * np.sum((x0 - x[0]) ** 2 / var) for x0, (_, x) in zip(fit.x0, problem.ndata)))
