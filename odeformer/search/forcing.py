@@ -38,7 +38,7 @@ def find_frequencies(t: np.ndarray, residual: np.ndarray, max_peaks: int = MAX_P
     for j in range(residual.shape[1]):
         r = residual[:, j]
         if np.ptp(r) > 0:
-            power = np.maximum(power, lombscargle(t, r, grid, precenter=True, normalize=True))
+            power = np.maximum(power, lombscargle(t, r - r.mean(), grid, normalize=True))
     peaks = [k for k in range(1, len(grid) - 1) if power[k] >= power[k - 1] and power[k] >= power[k + 1]
              and power[k] >= MIN_POWER]
     peaks.sort(key=lambda k: -power[k])
