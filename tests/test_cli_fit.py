@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,6 @@ def test_workers_fit_systems_in_parallel_processes(tmp_path, files):
 
 def test_an_interrupted_run_keeps_its_results_and_resume_fits_only_the_others(tmp_path, files):
     import signal
-    import time
 
     decay, multi = files
     more = _write(tmp_path / "more.csv", ["system", "t", "x"],
@@ -154,11 +154,7 @@ def test_an_interrupted_run_keeps_its_results_and_resume_fits_only_the_others(tm
            "3", "--quiet", str(decay), str(multi), str(more), "-o", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and len(journal.read_bytes().splitlines()) >= 3:  # header and two results
-                break
-            time.sleep(0.05)
+        wait_for_journal(proc, journal, 3)  # header and two results
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -228,3 +224,12 @@ def test_inputs_are_parsed_one_file_at_a_time(tmp_path, files, monkeypatch):
     items = batch.iter_systems(scanned, skip={batch.system_key(scanned[1], "grow")})
     assert next(items)[1].system == "decay" and parsed == [str(decay)]
     assert [key.split(":")[-1] for key, _ in items] == ["osc", "broken"] and parsed == [str(decay), str(multi)]
+
+
+def wait_for_journal(proc, journal, lines: int, timeout: float = 200) -> None:
+    """Until the running fit's journal holds ``lines`` lines (or the process ends, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_bytes().splitlines()) >= lines:
+            return
+        time.sleep(0.05)

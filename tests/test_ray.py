@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from tests.test_cli_fit import CKPT, ROOT, _write  # noqa: E402
+from tests.test_cli_fit import CKPT, ROOT, _write, wait_for_journal  # noqa: E402
 
 T = np.linspace(0, 5, 40)
 #: options under which these small systems are fitted long before the deadline: deterministic results
@@ -140,11 +140,7 @@ def test_resume_on_ray_what_a_local_run_left(cluster, inputs, reference, tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "odeformer.cli", "fit", *OPTIONS, *map(str, inputs), "-o",
                              str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and len(journal.read_bytes().splitlines()) >= 3:  # header and two results
-                break
-            time.sleep(0.05)
+        wait_for_journal(proc, journal, 3)  # header and two results
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

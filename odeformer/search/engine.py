@@ -1,7 +1,7 @@
-"""The search: proposals from every source -> constants refitted on the fitting points -> ranked by the
-criterion on the held-out points -> the best also tried without negligible terms -> the winners
-refitted on all points. The time budget is shared out: decoding until 40% of it, library regressions until 60%,
-refitting until 85%, then the final simulations."""
+"""The search: proposals from every source -> constants refitted on the fitting points (the held-out
+fifth unseen) -> ranked by the criterion (ranking.py) -> the best also tried without negligible terms ->
+the winners refitted on all points. The time budget is shared out: decoding until 40% of it, library
+regressions until 60%, refitting until 85%, then the final simulations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
 from odeformer.search.problem import Problem
-from odeformer.search.proposal import Proposal
+from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import PRUNE_SHARES, prune_small_terms
 from odeformer.search.refit import Fit, refit, trajectory_r2
 
@@ -23,14 +23,15 @@ REFIT_UNTIL = 0.85
 MAX_LIBRARY_REFITS = 8
 
 
-def _library_order(proposals: list[Proposal]) -> list[Proposal]:
-    """The best of each source first (they fail differently), then the rest, each by its prior."""
-    ranked = sorted(proposals, key=lambda p: p.prior)
-    firsts: dict[str, Proposal] = {}
-    for p in ranked:
-        firsts.setdefault(p.source, p)
-    head = sorted(firsts.values(), key=lambda p: p.prior)
-    return head + [p for p in ranked if all(p is not h for h in head)]
+def _as_is(components, constants, problem: Problem, deadline: float = np.inf) -> Fit:
+    """A proposal with its constants as they are (no refit)."""
+    return Fit(tuple(components), np.asarray(constants, dtype=np.float64),
+               trajectory_r2(components, constants, problem.fit_data, deadline))
+
+
+def _evaluated(problem: Problem, fit: Fit, source: str) -> Candidate | None:
+    """The candidate of a fit that integrates (None for one that does not)."""
+    return evaluate_fit(problem, fit, source) if np.isfinite(fit.r2) else None
 
 
 class ProposalSource(Protocol):
@@ -53,7 +54,9 @@ class Search:
         proposals: list[Proposal] = []
         for source in self.sources:  # each watches the clock itself
             proposals += [p for p in source.propose(problem, proposals) if p.uses_only(problem.operators)]
-        ordered = _library_order([p for p in proposals if p.prior is not None])[:MAX_LIBRARY_REFITS]
+        # the best of each source first (they fail differently), then the rest, each by its prior
+        ordered = best_of_each_first([p for p in proposals if p.prior is not None], lambda p: p.source,
+                                     lambda p: p.prior)[:MAX_LIBRARY_REFITS]
         ordered += [p for p in proposals if p.prior is None]
         out, seen = [], set()
         for p in ordered:
@@ -75,16 +78,13 @@ class Search:
                 if candidates:
                     break  # the best answer so far is returned
                 # out of time with nothing yet: the proposals as they are, until one integrates
-                fit = Fit(tuple(p.components), np.asarray(p.constants, dtype=np.float64),
-                          trajectory_r2(p.components, p.constants, problem.fit_data))
-                cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
-                candidates += [cand] if cand is not None else []
-                continue
-            # a linear library proposal's constants are already least squares on the derivatives; inner
-            # constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
-            fit = self._fit(p.components, p.constants, problem, refit_deadline,
-                            derivative_stage=p.prior is None or p.tuned)
-            cand = evaluate_fit(problem, fit, p.source) if np.isfinite(fit.r2) else None
+                fit = _as_is(p.components, p.constants, problem)
+            else:
+                # a linear library proposal's constants are already least squares on the derivatives;
+                # inner constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
+                fit = self._fit(p.components, p.constants, problem, refit_deadline,
+                                derivative_stage=p.prior is None or p.tuned)
+            cand = _evaluated(problem, fit, p.source)
             if cand is not None:
                 candidates.append(cand)
         candidates.sort(key=lambda c: -c.score)
@@ -101,8 +101,7 @@ class Search:
             return refit(components, constants, problem.fit_data, deadline=deadline,
                          derivatives=problem.derivatives[problem.best_estimator], derivative_stage=derivative_stage,
                          fit_initial=not problem.clean)
-        return Fit(tuple(components), np.asarray(constants, dtype=np.float64),
-                   trajectory_r2(components, constants, problem.fit_data, deadline))
+        return _as_is(components, constants, problem, deadline)
 
     def _pruned(self, problem: Problem, best: list[Candidate], deadline: float) -> list[Candidate]:
         """The best candidates again without their negligible terms (leftovers of noise fitting)."""
@@ -115,8 +114,7 @@ class Search:
                 if smaller is None or smaller[0] in tried:
                     continue
                 tried.add(smaller[0])
-                fit = self._fit(*smaller, problem, deadline)
-                new = evaluate_fit(problem, fit, cand.source) if np.isfinite(fit.r2) else None
+                new = _evaluated(problem, self._fit(*smaller, problem, deadline), cand.source)
                 if new is not None:
                     out.append(new)
         return out
@@ -127,7 +125,7 @@ class Search:
             return cand
         fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline,
                     fit_initial=not problem.clean)
-        new = evaluate_fit(problem, fit, cand.source) if np.isfinite(fit.r2) else None
+        new = _evaluated(problem, fit, cand.source)
         if new is None or new.r2 < cand.r2:
             return cand
         new.score = cand.score

@@ -60,6 +60,21 @@ class Problem:
         return time.monotonic() > self.by(share)
 
     @cached_property
+    def observed(self) -> np.ndarray:
+        """Every observed state, trajectories one after another (normalised frame)."""
+        return np.concatenate([x for _, x in self.ndata])
+
+    @cached_property
+    def scale(self) -> np.ndarray:
+        """Per-variable standard deviation over all observed points (normalised frame)."""
+        return self.observed.std(axis=0)
+
+    @cached_property
+    def spread(self) -> np.ndarray:
+        """Per-variable range over all observed points (normalised frame)."""
+        return np.ptp(self.observed, axis=0)
+
+    @cached_property
     def fit_points(self) -> tuple[np.ndarray, np.ndarray]:
         """All fitting points pooled: (t (n,), x (n, d)) in the normalised frame."""
         return np.concatenate([t for t, _ in self.fit_data]), np.concatenate([x for _, x in self.fit_data])
@@ -105,14 +120,12 @@ class Problem:
         local = np.concatenate([_local_residuals(t, x) for t, x in self.ndata])
         if len(local):
             var = np.minimum(var, np.mean(local**2, axis=0))
-        scale = np.concatenate([x for _, x in self.ndata]).std(axis=0)
-        return np.maximum(var, (1e-7 * np.maximum(scale, 1e-12)) ** 2)
+        return np.maximum(var, (1e-7 * np.maximum(self.scale, 1e-12)) ** 2)
 
     @cached_property
     def clean(self) -> bool:
         """The data look noise-free: the smoothing spline's residuals are below 1e-3 of each variable's spread."""
-        scale = np.concatenate([x for _, x in self.ndata]).std(axis=0)
-        return bool(np.all(np.sqrt(self.noise_var) < 1e-3 * np.maximum(scale, 1e-12)))
+        return bool(np.all(np.sqrt(self.noise_var) < 1e-3 * np.maximum(self.scale, 1e-12)))
 
 
 class _Derivatives(dict):

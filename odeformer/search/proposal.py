@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from data_gen.expressions import Tree, operators
 
@@ -20,3 +22,17 @@ class Proposal:
 
     def uses_only(self, ops: set[str]) -> bool:
         return all(operators(c) <= ops for c in self.components)
+
+
+T = TypeVar("T")
+
+
+def best_of_each_first(items: list[T], group: Callable[[T], Hashable], score: Callable[[T], float]) -> list[T]:
+    """``items`` by ascending score, except that the best of every group comes first (groups that fail
+    differently each get a turn before any gets a second)."""
+    ranked = sorted(items, key=score)
+    firsts: dict = {}
+    for item in ranked:
+        firsts.setdefault(group(item), item)
+    head = list(firsts.values())
+    return head + [item for item in ranked if all(item is not h for h in head)]

@@ -3,8 +3,8 @@
 For a candidate re-integrated from each trajectory's first observed state (on noisy data from the
 initial state fitted with its constants, which pays a Gaussian prior around the observed first state:
 ``start_cost``), with
-``n`` observed points per variable (the constants were fitted without the held-out fifth of them; see
-``RANK_ON_ALL_POINTS``), residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
+``n`` observed points per variable (the constants were fitted without the held-out fifth of them),
+residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
 and ``N = n * d`` residuals in all:
 
     criterion = sum_j n * log(MSE_j + floor_j) + (k + NODE_COST * nodes + TIME_COST * t_terms) * log(N)
@@ -39,21 +39,14 @@ TIME_COST = 2.0
 #: differences are the integrators' tolerances (ours, and whatever produced the data), not the law
 FLOOR_SHARE = 0.1
 PRECISION = 1e-3
-#: the fit term over every observed point (constants never see the held-out ones), not the held-out
-#: fifth alone: with half of 150 points dropped, 15 held-out points cannot tell a logistic law from a
-#: cubic at 5% noise, and 75 can
-RANK_ON_ALL_POINTS = True
 
 
 def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes: int, time_terms: int = 0) -> float:
     """The criterion (lower is better) of a candidate whose predictions at every point of each
     normalised trajectory are ``preds``; ``time_terms``: occurrences of ``t`` in its equations."""
-    if RANK_ON_ALL_POINTS or not any(h.any() for h in problem.held):
-        obs = np.concatenate([x for _, x in problem.ndata])
-        pred = np.concatenate(preds)
-    else:
-        obs = np.concatenate([x[h] for (_, x), h in zip(problem.ndata, problem.held)])
-        pred = np.concatenate([p[h] for p, h in zip(preds, problem.held)])
+    # every observed point (constants never see the held-out fifth): with half of 150 points dropped, 15
+    # held-out points cannot tell a logistic law from a cubic at 5% noise, and 75 can
+    obs, pred = problem.observed, np.concatenate(preds)
     if not np.all(np.isfinite(pred)):
         return np.inf
     n, d = obs.shape
@@ -66,15 +59,13 @@ def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes
 
 def floors(problem: Problem) -> np.ndarray:
     """Per-variable mean squares below which the criterion rewards nothing more."""
-    scale = np.concatenate([x for _, x in problem.ndata]).std(axis=0)
-    return np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * scale) ** 2)
+    return np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * problem.scale) ** 2)
 
 
 def at_floor(problem: Problem, preds: list[np.ndarray]) -> bool:
     """The predictions reproduce every observed point to within the floor: no other candidate can fit
     better in the criterion's eyes, only be simpler."""
-    obs = np.concatenate([x for _, x in problem.ndata])
-    pred = np.concatenate(preds)
+    obs, pred = problem.observed, np.concatenate(preds)
     return bool(np.all(np.mean((obs - pred) ** 2, axis=0) <= floors(problem)))
 
 
@@ -90,14 +81,14 @@ def instability(problem: Problem, fit) -> float:
     +-10% of each variable's spread. The cost is N log(1 + failed share): all four failing weigh as much
     as doubling the mean square error everywhere."""
     t, x = problem.ndata[0]
-    spread = np.ptp(np.concatenate([xi for _, xi in problem.ndata]), axis=0)
+    spread = problem.spread
     starts = []
     for share in RESTART_AT:
         base = x[int(share * (len(t) - 1))]
         starts += [base + NUDGE * spread, base - NUDGE * spread]
     starts = np.array(starts)
     rows = np.repeat(np.asarray(fit.constants, dtype=np.float64)[None], len(starts), axis=0)
-    bound = 10.0 * (np.abs(np.concatenate([xi for _, xi in problem.ndata])).max(axis=0) + spread)
+    bound = 10.0 * (np.abs(problem.observed).max(axis=0) + spread)
     runs = simulate_many(fit.components, rows, t, starts, problem.deadline)
     failed = sum(r is None or not np.all(np.abs(r) <= bound) for r in runs)
     n_residuals = sum(x.size for _, x in problem.ndata)
@@ -114,6 +105,5 @@ def start_cost(problem: Problem, fit) -> float:
     splines' first states are no better a centre: at a fast transient they miss by half the spread.)"""
     if fit.x0 is None:
         return 0.0
-    spread = np.ptp(np.concatenate([x for _, x in problem.ndata]), axis=0)
-    var = np.maximum(problem.noise_var, (START_SPREAD * spread) ** 2 + 1e-300)
+    var = np.maximum(problem.noise_var, (START_SPREAD * problem.spread) ** 2 + 1e-300)
     return float(sum(0.5 * np.sum((x0 - x[0]) ** 2 / var) for x0, (_, x) in zip(fit.x0, problem.ndata)))

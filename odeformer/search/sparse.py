@@ -16,7 +16,7 @@ import numpy as np
 from data_gen.expressions import evaluate, split_constants
 from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, unique
 from odeformer.search.problem import Problem
-from odeformer.search.proposal import Proposal
+from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.refit import fit_derivatives
 from odeformer.search.regression import assemble, component_path, library_matrix
 
@@ -51,12 +51,15 @@ class LibrarySource:
         derivs = problem.derivatives
         reference = derivs[problem.best_estimator]
         found: dict[tuple, tuple[float, str, object]] = {}
+        matrices: dict[str, tuple] = {}  # a library's columns do not depend on the derivative estimate
         libraries = self.libraries(problem, earlier)
         # every library with the most trusted estimate first: when time is short, breadth matters more
         for est, (name, terms) in itertools.product(self.estimators(problem), libraries.items()):
             if problem.expired(REGRESSIONS_UNTIL):
                 break
-            theta, usable = library_matrix(unique(terms, problem.operators), x, t)
+            if name not in matrices:
+                matrices[name] = library_matrix(unique(terms, problem.operators), x, t)
+            theta, usable = matrices[name]
             paths = [component_path(theta, derivs[est][:, i], MAX_TERMS) for i in range(problem.dim)]
             for system in assemble(paths, usable, len(t)):
                 if self.scanned and len(system.constants) <= MAX_POLISHED and not problem.expired(REGRESSIONS_UNTIL):
@@ -71,12 +74,7 @@ class LibrarySource:
                     found[system.key] = (score, name, system)
         # the best system of each library first (they fail differently), then the rest by BIC against
         # one common derivative estimate
-        ranked = sorted(found.values(), key=lambda r: r[0])
-        best_of: dict[str, tuple] = {}
-        for r in ranked:
-            best_of.setdefault(r[1], r)
-        firsts = list(best_of.values())
-        order = firsts + [r for r in ranked if r not in firsts]
+        order = best_of_each_first(list(found.values()), lambda r: r[1], lambda r: r[0])
         return [Proposal(s.components, list(s.constants), self.name, prior=score, tuned=self.scanned)
                 for score, _, s in order[: self.max_candidates]]
 
