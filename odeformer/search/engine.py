@@ -99,7 +99,8 @@ class Search:
     def _fit(self, components, constants, problem: Problem, deadline: float, derivative_stage: bool = True) -> Fit:
         if self.refit:
             return refit(components, constants, problem.fit_data, deadline=deadline,
-                         derivatives=problem.derivatives[problem.best_estimator], derivative_stage=derivative_stage,
+                         derivatives=problem.derivatives[problem.best_estimator],
+                         weights=problem.derivative_weights[problem.best_estimator], derivative_stage=derivative_stage,
                          fit_initial=not problem.clean)
         return _as_is(components, constants, problem, deadline)
 

@@ -129,13 +129,17 @@ def trajectory_r2(components, consts, data: Sequence[Trajectory], deadline: floa
 
 
 def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np.ndarray, xs: np.ndarray,
-                    dxs: np.ndarray, deadline: float = np.inf, evaluations: int = 600) -> np.ndarray | None:
+                    dxs: np.ndarray, deadline: float = np.inf, evaluations: int = 600,
+                    weights: np.ndarray | None = None) -> np.ndarray | None:
     """Constants that fit the right-hand sides to derivative estimates ``dxs`` at the points (``ts``,
-    ``xs``), by least squares from ``consts0``; None if the fit fails or runs out of time. ``evaluations``
-    caps the right-hand side evaluations (each step also costs a finite-difference Jacobian)."""
+    ``xs``), by (``weights``-weighted) least squares from ``consts0``; None if the fit fails or runs out
+    of time. ``evaluations`` caps the right-hand side evaluations (each step also costs a
+    finite-difference Jacobian)."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
     scale = np.maximum(dxs.std(axis=0), 1e-9)
+    if weights is not None:
+        scale = scale / np.sqrt(weights)
 
     def residual(c):
         if time.monotonic() > deadline:
@@ -155,9 +159,10 @@ def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
           deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None,
-          derivative_stage: bool = True, fit_initial: bool = True) -> Fit:
+          derivative_stage: bool = True, fit_initial: bool = True, weights: np.ndarray | None = None) -> Fit:
     """Refit the constants of one candidate to the data; returns the better of the start and the refit.
     ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay);
+    ``weights``: per-point weights of those derivatives (Problem.derivative_weights);
     ``derivative_stage=False`` skips that stage (constants that already come from a derivative fit);
     ``fit_initial``: the trajectory stage fits each trajectory's initial state too (for noisy data; on
     clean data the observed first points are the truth, and freeing them lets a wrong law fit)."""
@@ -170,7 +175,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
     dxs = derivatives if derivatives is not None else np.concatenate([estimate_derivatives(t, x) for t, x in data])
     candidates = [c0]
     if derivative_stage:
-        stage1 = fit_derivatives(components, c0, ts, xs, dxs, deadline)
+        stage1 = fit_derivatives(components, c0, ts, xs, dxs, deadline, weights=weights)
         if stage1 is not None:
             candidates.append(stage1)
     x_scale = np.maximum(xs.std(axis=0), 1e-9)

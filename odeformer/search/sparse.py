@@ -50,6 +50,7 @@ class LibrarySource:
         t, x = problem.fit_points
         derivs = problem.derivatives
         reference = derivs[problem.best_estimator]
+        reference_w = problem.derivative_weights[problem.best_estimator]
         found: dict[tuple, tuple[float, str, object]] = {}
         matrices: dict[str, tuple] = {}  # a library's columns do not depend on the derivative estimate
         libraries = self.libraries(problem, earlier)
@@ -60,16 +61,19 @@ class LibrarySource:
             if name not in matrices:
                 matrices[name] = library_matrix(unique(terms, problem.operators), x, t)
             theta, usable = matrices[name]
-            paths = [component_path(theta, derivs[est][:, i], MAX_TERMS) for i in range(problem.dim)]
+            root_w = np.sqrt(problem.derivative_weights[est])
+            paths = [component_path(theta * root_w[:, i:i + 1], derivs[est][:, i] * root_w[:, i], MAX_TERMS)
+                     for i in range(problem.dim)]
             for system in assemble(paths, usable, len(t)):
                 if self.scanned and len(system.constants) <= MAX_POLISHED and not problem.expired(REGRESSIONS_UNTIL):
                     # inner constants sit on a coarse grid (c = -0.59 where the law has -0.6), which
                     # hides a one-term law behind many-term approximants: tune them first
                     tuned = fit_derivatives(system.components, system.constants, t, x, derivs[est], problem.deadline,
-                                            evaluations=200)
+                                            evaluations=200, weights=problem.derivative_weights[est])
                     if tuned is not None:
                         system.constants = list(tuned)
-                score = _reference_bic(system.components, system.constants, x, t, reference, REFERENCE_PENALTY)
+                score = _reference_bic(system.components, system.constants, x, t, reference, reference_w,
+                                       REFERENCE_PENALTY)
                 if system.key not in found or score < found[system.key][0]:
                     found[system.key] = (score, name, system)
         # the best system of each library first (they fail differently), then the rest by BIC against
@@ -79,14 +83,15 @@ class LibrarySource:
                 for score, _, s in order[: self.max_candidates]]
 
 
-def _reference_bic(components, constants, x: np.ndarray, t: np.ndarray, dxs: np.ndarray, mult: float) -> float:
-    """BIC of a system's fit to one common derivative estimate, with ``mult`` times the usual penalty:
-    comparable across libraries, estimators and library sources."""
+def _reference_bic(components, constants, x: np.ndarray, t: np.ndarray, dxs: np.ndarray, weights: np.ndarray,
+                   mult: float) -> float:
+    """BIC of a system's (weighted) fit to one common derivative estimate, with ``mult`` times the usual
+    penalty: comparable across libraries, estimators and library sources."""
     n = len(t)
     total, k = 0.0, len(constants)
     for i, (comp, cs) in enumerate(zip(components, split_constants(components, constants))):
         pred = np.broadcast_to(evaluate(comp, x, t, cs), n)
-        sse = float(np.sum((pred - dxs[:, i]) ** 2))
+        sse = float(np.sum(weights[:, i] * (pred - dxs[:, i]) ** 2))
         if not np.isfinite(sse):
             return np.inf
         total += n * np.log(max(sse, 1e-300) / n)
