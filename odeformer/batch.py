@@ -53,9 +53,14 @@ def result_for(reg, data: SystemData) -> dict:
         reg.fit([t for t, _ in data.trajectories], [x for _, x in data.trajectories], variables=data.variables)
     except InputError as e:
         return {"system": data.system, "variables": data.variables, "error": str(e), "candidates": []}
-    return {"system": data.system, "variables": data.variables,
-            "candidates": [c.to_dict() for c in reg.equations_], "low_confidence": bool(reg.low_confidence_),
-            "elapsed_s": round(time.monotonic() - start, 3)}
+    out = {"system": data.system, "variables": data.variables,
+           "candidates": [c.to_dict() for c in reg.equations_], "low_confidence": bool(reg.low_confidence_),
+           # rivals within the noise margin that predict other futures (docs/ambiguity.md); ranks from 1
+           "ambiguous": bool(reg.ambiguous_), "rivals": [r + 1 for r in reg.rivals_]}
+    if getattr(reg, "experiment_", None) is not None:
+        out["experiment"] = reg.experiment_.to_dict(reg.variables_)
+    out["elapsed_s"] = round(time.monotonic() - start, 3)
+    return out
 
 
 def fit_one(reg, data: SystemData) -> dict:
@@ -91,6 +96,7 @@ class InputFile:
     index: int  # its position among the inputs
     sha256: str  # of its text: a resumed run reuses results only for unchanged files
     systems: list[str] = field(default_factory=list)
+    variables: set[str] = field(default_factory=set)  # of all its systems (checks of per-variable options)
 
 
 def _parse(arg: str) -> tuple[str, list[SystemData]]:
@@ -112,7 +118,8 @@ def scan_inputs(args: Iterable[str]) -> list[InputFile]:
     files = []
     for i, arg in enumerate(args):
         digest, systems = _parse(arg)
-        files.append(InputFile(arg, i, digest, [s.system for s in systems]))
+        files.append(InputFile(arg, i, digest, [s.system for s in systems],
+                               {v for s in systems for v in (s.variables or [])}))
     return files
 
 
@@ -181,16 +188,19 @@ def fit_systems(systems: list[SystemData], options: dict, workers: int = 1, prog
 
 # --- results: formats, the journal, the atomic output --------------------------------------------------
 
-CSV_HEADER = ["system", "rank", "variable", "rhs", "r2", "complexity", "error"]
+#: the contract's columns, then the ambiguity's (docs/ambiguity.md): each candidate's distance below the
+#: best score in nats, and whether the system's result is ambiguous
+CSV_HEADER = ["system", "rank", "variable", "rhs", "r2", "complexity", "error", "score_gap", "ambiguous"]
 
 
 def _csv_result_rows(r: dict) -> Iterator[list]:
     if r.get("error"):
-        yield [r["system"], "", "", "", "", "", r["error"]]
+        yield [r["system"], "", "", "", "", "", r["error"], "", ""]
         return
     for rank, c in enumerate(r["candidates"], start=1):
         for var, rhs in c["rhs"].items():
-            yield [r["system"], rank, var, rhs, repr(c["r2"]), c["complexity"], ""]
+            yield [r["system"], rank, var, rhs, repr(c["r2"]), c["complexity"], "", repr(c.get("score_gap", 0.0)),
+                   str(bool(r.get("ambiguous"))).lower()]
 
 
 def _write(results: Iterable[dict], fh, fmt: str) -> None:
@@ -409,6 +419,10 @@ def run(files: list[InputFile], options: dict, output: str | Path | None = None,
     return Run(_Results(order, sink.result), len(sink.failed), len(skip))
 
 
+def _g(v: float) -> str:
+    return f"{v:.4g}"
+
+
 def table(results: list[dict], digits: int = 4) -> str:
     """A readable summary: the best candidate of each system, constants to ``digits`` significant digits
     (the exact strings are in the ``-o`` output)."""
@@ -427,4 +441,14 @@ def table(results: list[dict], digits: int = 4) -> str:
         lines.append(f"{r['system']}: r2={best['r2']:.4f} complexity={best['complexity']}{flag}")
         names = r.get("variables") or list(best["rhs"])
         lines += [f"    d{v}/dt = {round_rhs_string(rhs, names, digits)}" for v, rhs in best["rhs"].items()]
+        if r.get("ambiguous"):
+            for rank in r.get("rivals", []):
+                c = r["candidates"][rank - 1]
+                lines.append(f"    ambiguous: #{rank}, {c.get('score_gap', 0.0):.1f} nats behind, predicts otherwise:")
+                lines += [f"      d{v}/dt = {round_rhs_string(rhs, names, digits)}" for v, rhs in c["rhs"].items()]
+        if r.get("experiment"):
+            e = r["experiment"]
+            x0 = ", ".join(f"{v}={_g(e['x0'][v])}" for v in names)
+            lines.append(f"    suggested experiment: start at {x0} (t={_g(e['t0'])}), record for {_g(e['duration'])} "
+                         f"(separation {e['separation']:.1f} sigma)")
     return "\n".join(lines)

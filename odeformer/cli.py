@@ -92,6 +92,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     options = {"checkpoint": checkpoint, "beam_size": args.beam_size, "top_k": args.top_k,
                "time_budget_s": args.time_budget, "allowed_operators": allowed, "decoding": args.decoding,
                "temperature": args.temperature}
+    options |= _experiment_options(args, files)
     identity = {"weights": model.config.get("weights")}  # a resumed run must use the same model
     del model
     from odeformer.batch import table
@@ -119,6 +120,30 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if done.failed:
         print(f"{done.failed} of {len(done.results)} system(s) failed", file=sys.stderr)
     return 1 if done.failed else 0
+
+
+def _experiment_options(args: argparse.Namespace, files: list) -> dict:
+    """The suggested-experiment options (docs/ambiguity.md), checked: bad bounds or durations are usage
+    errors, and so is a bound on a variable that no input system has."""
+    from odeformer.ambiguity import check_duration, parse_bounds
+    from odeformer.validation import InputError
+
+    if not args.suggest_experiment:
+        if args.experiment_bounds or args.experiment_max_duration is not None:
+            raise UsageError("--experiment-bounds and --experiment-max-duration need --suggest-experiment")
+        return {}
+    try:
+        bounds = parse_bounds(args.experiment_bounds) if args.experiment_bounds else None
+        longest = check_duration(args.experiment_max_duration, "--experiment-max-duration")
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    if bounds:
+        known = {v for f in files for v in f.variables}
+        unknown = sorted(set(bounds) - known)
+        if unknown:
+            raise UsageError(f"--experiment-bounds: no input system has the variable(s) {unknown}")
+        bounds = {k: list(v) for k, v in bounds.items()}
+    return {"experiment": True, "experiment_bounds": bounds, "experiment_max_duration": longest}
 
 
 def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
@@ -155,6 +180,14 @@ def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | No
     f.add_argument("--resume", action="store_true", help="keep the results an interrupted run with the same -o "
                    "and options saved (OUT.partial) and fit only the other systems")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--suggest-experiment", action="store_true", help="also suggest the initial state and "
+                   "recording length that best separate the best candidate from its rivals (docs/ambiguity.md; "
+                   "in the JSON lines output and the table)")
+    f.add_argument("--experiment-bounds", metavar="NAME=LO:HI,...", help="where the suggested initial state may "
+                   "lie, per variable, e.g. x=0:5,y=-1:2 (default: each variable's observed range widened by its "
+                   "width on each side)")
+    f.add_argument("--experiment-max-duration", type=float, metavar="T", help="the longest recording to suggest, "
+                   "in the data's time units (default: twice the observed span)")
     f.set_defaults(func=_cmd_fit)
 
     from odeformer.train import build_parser as train_parser

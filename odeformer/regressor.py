@@ -21,8 +21,8 @@ import numpy as np
 import sympy as sp
 
 from data_gen.expressions import var_name
+from odeformer import ambiguity, display
 from odeformer import checkpoint as ckpt
-from odeformer import display
 from odeformer.search import Candidate, Problem, Search
 from odeformer.search.forcing import Forcing
 from odeformer.search.saturating import Saturating
@@ -44,7 +44,8 @@ class ODERegressor:
     def __init__(self, checkpoint: str | Path | None = None, beam_size: int = 16, top_k: int = 5,
                  time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
                  refit: bool = True, sources: Sequence[str] = SOURCES, device: str = "cpu",
-                 decoding: str = "beam", temperature: float = 0.8, seed: int = 0):
+                 decoding: str = "beam", temperature: float = 0.8, seed: int = 0, experiment: bool = False,
+                 experiment_bounds: dict | None = None, experiment_max_duration: float | None = None):
         self.checkpoint = checkpoint
         self.beam_size = beam_size  # with decoding="sample": the number of samples per group
         if decoding not in ("beam", "sample"):
@@ -61,6 +62,13 @@ class ODERegressor:
             raise ValueError(f"sources: choose from {list(SOURCES)}, got {list(sources)}")
         self.sources = tuple(sources)
         self.device = device
+        # experiment=True: fit() also sets experiment_ = suggest_experiment(...) with these bounds (by
+        # variable name; names a system lacks are ignored, so one set serves a batch of systems)
+        self.experiment = bool(experiment)
+        if experiment_bounds is not None and not isinstance(experiment_bounds, dict):
+            raise InputError("experiment_bounds: give {variable: (lower, upper)}")
+        self.experiment_bounds = experiment_bounds
+        self.experiment_max_duration = ambiguity.check_duration(experiment_max_duration, "experiment_max_duration")
         self._ckpt: ckpt.Checkpoint | None = None
 
     @classmethod
@@ -112,9 +120,38 @@ class ODERegressor:
         self.equations_ = self._search().run(problem)
         self.variables_ = names
         self.normalization_ = problem.norm
-        self.elapsed_s_ = time.monotonic() - start
         self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
+        # rivals within the noise margin that predict other futures (docs/ambiguity.md): every fit
+        self.ambiguity_ = ambiguity.assess(problem, self.equations_)
+        self.ambiguous_ = self.ambiguity_.ambiguous
+        for cand, gap in zip(self.equations_, self.ambiguity_.gaps):
+            cand.score_gap = gap
+        self.experiment_ = None
+        if self.experiment and self.equations_:
+            bounds = {k: v for k, v in (self.experiment_bounds or {}).items() if k in names} or None
+            self.experiment_ = self.suggest_experiment(bounds, self.experiment_max_duration)
+        self.elapsed_s_ = time.monotonic() - start
         return self
+
+    @property
+    def rivals_(self) -> list[int]:
+        """Ranks (from 0, best first) of the candidates that rival the best (``ambiguous_``)."""
+        return list(self.ambiguity_.rivals) if getattr(self, "ambiguity_", None) else []
+
+    def suggest_experiment(self, bounds=None, max_duration: float | None = None, duration: float | None = None,
+                           seed: int = 0) -> ambiguity.Experiment:
+        """The initial state and recording length whose predictions best separate the best candidate
+        from its rivals (docs/ambiguity.md). ``bounds``: ``{name: (lower, upper)}`` or one pair per
+        variable, in the data's units (default: each variable's observed range widened by its width on
+        each side); ``max_duration``: the longest recording to consider (default twice the observed
+        span), or ``duration`` to fix it. Returns an :class:`~odeformer.ambiguity.Experiment` with the
+        rivals' predicted trajectories from that state; raises InputError for bad bounds or durations."""
+        self._candidate(0)
+        user_bounds = ambiguity.check_bounds(bounds, self.variables_)
+        max_duration = ambiguity.check_duration(max_duration, "max_duration")
+        duration = ambiguity.check_duration(duration, "duration")
+        return ambiguity.suggest(self.problem_, self.equations_, self.ambiguity_, user_bounds, max_duration,
+                                 duration, seed)
 
     # --- results
     def _candidate(self, k: int) -> Candidate:

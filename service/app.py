@@ -24,8 +24,8 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from odeformer import ambiguity, display
 from odeformer import checkpoint as ckpt
-from odeformer import display
 from odeformer.csv_io import CSVFileError, parse_csv_text
 from odeformer.regressor import ODERegressor
 from odeformer.validation import LIMITS, InputError, check_limits, prepare
@@ -203,10 +203,13 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         return state["ckpt"]
 
     def make_regressor(c, opts: schemas.FitOptions) -> ODERegressor:
+        bounds = {k: list(v) for k, v in opts.experiment_bounds.items()} if opts.experiment_bounds else None
         return ODERegressor.from_checkpoint(c, beam_size=opts.beam_size, top_k=opts.top_k,
                                             time_budget_s=opts.time_budget_s,
                                             allowed_operators=opts.allowed_operators, decoding=opts.decoding,
-                                            temperature=opts.temperature)
+                                            temperature=opts.temperature, experiment=opts.suggest_experiment,
+                                            experiment_bounds=bounds,
+                                            experiment_max_duration=opts.experiment_max_duration)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -243,6 +246,8 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
             for j, row in enumerate(tr.x):
                 if len(row) != d:
                     raise HTTPException(422, f"trajectory {i + 1}: x[{j}] has {len(row)} values for {d} variables")
+        if req.options.experiment_bounds is not None:  # unknown variables, lower > upper: 422 before fitting
+            ambiguity.check_bounds(req.options.experiment_bounds, req.variables)
         reg = make_regressor(c, req.options)
         ts = [np.array(tr.t) for tr in req.trajectories]
         xs = [np.array(tr.x, dtype=float).reshape(len(tr.t), d) for tr in req.trajectories]
@@ -252,9 +257,13 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
         start = time.monotonic()
         await gate.run(lambda: reg.fit(ts, xs, variables=req.variables))
         candidates = with_display([cd.to_dict() for cd in reg.equations_], reg.equations_, req.variables)
-        return {"variables": req.variables, "candidates": candidates,
-                "low_confidence": bool(reg.low_confidence_), "model": state["model"],
-                "elapsed_s": round(time.monotonic() - start, 3)}
+        out = {"variables": req.variables, "candidates": candidates,
+               "low_confidence": bool(reg.low_confidence_), "ambiguous": bool(reg.ambiguous_),
+               "rivals": [r + 1 for r in reg.rivals_], "model": state["model"],
+               "elapsed_s": round(time.monotonic() - start, 3)}
+        if reg.experiment_ is not None:
+            out["experiment"] = reg.experiment_.to_dict(req.variables)
+        return out
 
     @app.post("/v1/fit/csv", response_model=schemas.CSVFitResponse, dependencies=[Depends(authorize)],
               responses={413: {"model": schemas.ErrorResponse}, 415: {"model": schemas.ErrorResponse},
@@ -265,7 +274,12 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                       top_k: Annotated[int, Query(ge=1, le=schemas.MAX_TOP_K)] = 5,
                       time_budget_s: Annotated[float, Query(gt=0, le=schemas.MAX_TIME_BUDGET_S,
                                                             allow_inf_nan=False)] = 10.0,
-                      plot: Annotated[bool, Query(description="add a PNG of data vs the best candidate")] = False):
+                      plot: Annotated[bool, Query(description="add a PNG of data vs the best candidate")] = False,
+                      suggest_experiment: Annotated[bool, Query(description="also suggest the experiment that best "
+                                                                "separates the rivals (docs/ambiguity.md)")] = False,
+                      experiment_bounds: Annotated[str | None, Query(max_length=2000, description=
+                                                                     "NAME=LO:HI[,NAME=LO:HI...]")] = None,
+                      experiment_max_duration: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None):
         c = ready_model()
         raw = await file.read()
         try:
@@ -285,7 +299,18 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
                     check_limits(s.trajectories, s.labels)
                 except InputError as e:
                     s.error = str(e)
-        opts = schemas.FitOptions(beam_size=beam_size, top_k=top_k, time_budget_s=time_budget_s)
+        bounds = None
+        if experiment_bounds is not None:
+            bounds = ambiguity.parse_bounds(experiment_bounds)  # InputError: 422
+            known = {v for s in systems for v in s.variables}
+            if set(bounds) - known:
+                raise HTTPException(422, f"experiment_bounds: no system in the file has the variable(s) "
+                                         f"{sorted(set(bounds) - known)}")
+        if not suggest_experiment and (bounds or experiment_max_duration is not None):
+            raise HTTPException(422, "experiment_bounds and experiment_max_duration need suggest_experiment=true")
+        opts = schemas.FitOptions(beam_size=beam_size, top_k=top_k, time_budget_s=time_budget_s,
+                                  suggest_experiment=suggest_experiment, experiment_bounds=bounds,
+                                  experiment_max_duration=experiment_max_duration)
 
         def run_all():
             from odeformer.batch import result_for

@@ -29,6 +29,13 @@ class FitOptions(Strict):
     decoding: Literal["beam", "sample"] = Field("beam", description="beam search, or temperature sampling "
                                                 "(beam_size samples per group)")
     temperature: float = Field(0.8, gt=0, le=10, description="sampling temperature (decoding='sample')")
+    suggest_experiment: bool = Field(False, description="also suggest the initial state and recording length "
+                                     "that best separate the best candidate from its rivals (docs/ambiguity.md)")
+    experiment_bounds: dict[str, tuple[float, float]] | None = Field(
+        None, description="{variable: [lower, upper]}: where the suggested initial state may lie (default: each "
+        "variable's observed range widened by its width on each side)")
+    experiment_max_duration: float | None = Field(None, gt=0, description="the longest recording to suggest, in "
+                                                  "the data's time units (default: twice the observed span)")
 
 
 class Trajectory(Strict):
@@ -53,6 +60,29 @@ class Candidate(Strict):
     complexity: int
     score: float
     pareto: bool
+    score_gap: float | None = Field(None, description="nats below the best candidate's score (0 for the best)")
+
+
+class Prediction(Strict):
+    rank: int = Field(..., description="the candidate's rank (1 = best)")
+    states: dict[str, list[float | None]] = Field(..., description="its predicted values at the experiment's "
+                                                   "times, per variable (null where it cannot be integrated)")
+
+
+class Experiment(Strict):
+    """The suggested experiment (docs/ambiguity.md)."""
+
+    x0: dict[str, float]
+    t0: float
+    duration: float
+    rivals: list[int] = Field(..., description="ranks of the candidates it separates, the best first")
+    separation: float = Field(..., description="the smallest RMS difference between the best's and a rival's "
+                              "predictions, in noise standard deviations")
+    evidence_nats: float
+    bounds: dict[str, list[float]]
+    ambiguous: bool
+    t: list[float]
+    predictions: list[Prediction]
 
 
 class ModelRef(Strict):
@@ -64,6 +94,9 @@ class FitResponse(Strict):
     variables: list[str]
     candidates: list[Candidate]
     low_confidence: bool
+    ambiguous: bool = Field(False, description="close rivals of the best predict other futures (docs/ambiguity.md)")
+    rivals: list[int] = Field([], description="their ranks (1 = best)")
+    experiment: Experiment | None = None
     model: ModelRef
     elapsed_s: float
 
@@ -73,6 +106,9 @@ class SystemResult(Strict):
     variables: list[str] = []
     candidates: list[Candidate] = []
     low_confidence: bool | None = None
+    ambiguous: bool | None = None
+    rivals: list[int] = []
+    experiment: Experiment | None = None
     elapsed_s: float | None = None
     error: str | None = None
     plot_png_base64: str | None = None

@@ -55,8 +55,8 @@ def test_jsonl_and_csv_outputs_parse_and_a_bad_system_gives_exit_1(tmp_path, fil
         names = r["variables"]
         for c in r["candidates"]:
             assert np.isfinite(c["r2"])
-            assert {"rhs", "r2", "complexity", "score", "pareto"} <= set(c) <= {"rhs", "latex", "r2", "complexity",
-                                                                                 "score", "pareto"}
+            assert {"rhs", "r2", "complexity", "score", "pareto", "score_gap"} <= set(c) <= {
+                "rhs", "latex", "r2", "complexity", "score", "pareto", "score_gap"}
             for rhs in c["rhs"].values():
                 e = sp.parse_expr(rhs, local_dict={v: sp.Symbol(v) for v in names + ["t"]})
                 assert e.free_symbols <= {sp.Symbol(v) for v in names + ["t"]}
@@ -64,7 +64,9 @@ def test_jsonl_and_csv_outputs_parse_and_a_bad_system_gives_exit_1(tmp_path, fil
     out_csv = tmp_path / "res.csv"
     assert _fit(decay, "-o", out_csv, "--decoding", "sample", "--temperature", "1.0").returncode == 0
     rows = list(csv.DictReader(out_csv.open()))
-    assert rows and set(rows[0]) == {"system", "rank", "variable", "rhs", "r2", "complexity", "error"}
+    assert rows and set(rows[0]) == {"system", "rank", "variable", "rhs", "r2", "complexity", "error", "score_gap",
+                                     "ambiguous"}
+    assert list(rows[0])[:7] == ["system", "rank", "variable", "rhs", "r2", "complexity", "error"]  # extended
     assert rows[0]["system"] == "decay" and rows[0]["rank"] == "1" and rows[0]["variable"] == "N"
     sp.parse_expr(rows[0]["rhs"], local_dict={"N": sp.Symbol("N"), "t": sp.Symbol("t")})
 
@@ -207,7 +209,8 @@ def test_journal_cuts_a_torn_line_keeps_matching_results_and_is_locked(tmp_path)
     assert j.path.read_bytes().endswith(b"}\n")
     j.add("k3", {"system": "c", "candidates": []})
     j.finish(["k2", "k3"])
-    assert out.read_text().splitlines() == ["system,rank,variable,rhs,r2,complexity,error", "b,,,,,,bad"]
+    assert out.read_text().splitlines() == ["system,rank,variable,rhs,r2,complexity,error,score_gap,ambiguous",
+                                            "b,,,,,,bad,,"]
     assert not j.path.exists() and j.result("k3")["system"] == "c"  # readable until closed
     j.close()
 
@@ -233,3 +236,41 @@ def wait_for_journal(proc, journal, lines: int, timeout: float = 200) -> None:
         if journal.exists() and len(journal.read_bytes().splitlines()) >= lines:
             return
         time.sleep(0.05)
+
+
+def test_suggest_experiment_in_the_jsonl_output_and_the_table(tmp_path):
+    """The ambiguity fields on every result, and the suggested experiment when asked (docs/ambiguity.md)."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 5, 60)
+    theta = 0.1 * np.cos(2 * t) * (1 + 0.01 * rng.standard_normal(len(t)))
+    omega = -0.2 * np.sin(2 * t) + 0.002 * rng.standard_normal(len(t))
+    pend = _write(tmp_path / "pend.csv", ["t", "theta", "omega"], [list(r) for r in zip(t, theta, omega)])
+    out = tmp_path / "res.jsonl"
+    proc = _fit(pend, "-o", out, "--suggest-experiment", "--experiment-bounds", "theta=-1:1",
+                "--experiment-max-duration", "8")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert isinstance(r["ambiguous"], bool) and all(1 < k <= len(r["candidates"]) for k in r["rivals"])
+    assert r["candidates"][0]["score_gap"] == 0.0
+    e = r["experiment"]
+    assert set(e["x0"]) == {"theta", "omega"} and -1 <= e["x0"]["theta"] <= 1 and 0 < e["duration"] <= 8
+    assert e["bounds"]["theta"] == [-1.0, 1.0] and e["rivals"][0] == 1
+    assert len(e["predictions"]) == len(e["rivals"]) and len(e["predictions"][0]["states"]["omega"]) == len(e["t"])
+    assert "suggested experiment: start at theta=" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--suggest-experiment", "--experiment-bounds", "N=2:1"), "lower 2.0 is above upper 1.0"),
+    (("--suggest-experiment", "--experiment-bounds", "N=nan:1"), "finite"),
+    (("--suggest-experiment", "--experiment-bounds", "N:1"), "NAME=LOWER:UPPER"),
+    (("--suggest-experiment", "--experiment-bounds", "z=0:1"), "no input system has the variable(s) ['z']"),
+    (("--suggest-experiment", "--experiment-max-duration", "0"), "must be a finite number > 0"),
+    (("--suggest-experiment", "--experiment-max-duration", "-1"), "> 0"),
+    (("--experiment-bounds", "N=0:1"), "need --suggest-experiment"),
+])
+def test_bad_experiment_options_exit_2(tmp_path, files, args, fragment):
+    decay, _ = files
+    out = tmp_path / "never.jsonl"
+    proc = _fit(decay, "-o", out, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and not out.exists()

@@ -27,11 +27,14 @@ class Candidate:
     source: str = ""
     #: it reproduces the data to within the criterion's floor (ranking.at_floor)
     exact: bool = field(default=False, repr=False)
+    #: nats below the best candidate's score in its result (0 for the best; odeformer/ambiguity.py)
+    score_gap: float = 0.0
 
     def to_dict(self) -> dict:
         names = list(self.rhs)
         return {"rhs": self.rhs, "latex": display.latex_rhs(self.expressions, names), "r2": self.r2,
-                "complexity": self.complexity, "score": self.score, "pareto": self.pareto}
+                "complexity": self.complexity, "score": self.score, "pareto": self.pareto,
+                "score_gap": self.score_gap}
 
 
 def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | None:
