@@ -248,3 +248,81 @@ def test_api_key_and_queue_bound():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _pendulum(n=60):
+    t = np.linspace(0, 5, n)
+    rng = np.random.default_rng(0)
+    return [float(v) for v in t], [[float(0.1 * np.cos(2 * v) * (1 + 0.01 * rng.standard_normal())),
+                                    float(-0.2 * np.sin(2 * v) + 0.002 * rng.standard_normal())] for v in t]
+
+
+def test_json_fit_reports_ambiguity_and_suggests_an_experiment(server):
+    t, x = _pendulum()
+    body = {"variables": ["theta", "omega"], "trajectories": [{"t": t, "x": x}],
+            "options": {**FAST, "suggest_experiment": True, "experiment_bounds": {"theta": [-1, 1]},
+                        "experiment_max_duration": 8}}
+    r = httpx.post(server + "/v1/fit", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    _check_candidates(out, ["theta", "omega"])
+    assert isinstance(out["ambiguous"], bool) and out["low_confidence"] is False
+    assert out["candidates"][0]["score_gap"] == 0.0 and all(c["score_gap"] >= 0 for c in out["candidates"])
+    assert all(1 < k <= len(out["candidates"]) for k in out["rivals"]) and bool(out["rivals"]) == out["ambiguous"]
+    e = out["experiment"]
+    assert -1 <= e["x0"]["theta"] <= 1 and 0 < e["duration"] <= 8 and e["bounds"]["theta"] == [-1.0, 1.0]
+    assert [p["rank"] for p in e["predictions"]] == e["rivals"] and e["rivals"][0] == 1
+    assert all(len(p["states"]["omega"]) == len(e["t"]) for p in e["predictions"])
+    plain = httpx.post(server + "/v1/fit", json={**body, "options": FAST}, timeout=60).json()
+    assert plain["experiment"] is None and "ambiguous" in plain  # on every fit; the experiment when asked
+
+
+EXPERIMENT_T = [0, 1, 2, 3, 4, 5]
+BAD_EXPERIMENT = [
+    ({"suggest_experiment": True, "experiment_bounds": {"x": [2, 1]}}, "lower 2.0 is above upper 1.0"),
+    ({"suggest_experiment": True, "experiment_bounds": {"z": [0, 1]}}, "unknown variable(s) ['z']"),
+    ({"suggest_experiment": True, "experiment_bounds": {"x": [0, 1, 2]}}, "experiment_bounds"),
+    ({"suggest_experiment": True, "experiment_bounds": {"x": [0]}}, "experiment_bounds"),
+    ({"suggest_experiment": True, "experiment_max_duration": 0}, "greater than 0"),
+    ({"suggest_experiment": True, "experiment_max_duration": -2.5}, "greater than 0"),
+    ({"suggest_experiment": "maybe"}, "suggest_experiment"),
+]
+
+
+@pytest.mark.parametrize("options, fragment", BAD_EXPERIMENT)
+def test_bad_experiment_options_get_422(server, options, fragment):
+    body = {"variables": ["x"], "trajectories": [{"t": EXPERIMENT_T, "x": [[v] for v in EXPERIMENT_T]}],
+            "options": options}
+    r = httpx.post(server + "/v1/fit", json=body, timeout=60)
+    assert r.status_code == 422, r.text
+    assert fragment in r.text
+
+
+def test_nan_in_experiment_bounds_gets_422(server):
+    body = ('{"variables": ["x"], "trajectories": [{"t": [0,1,2,3,4], "x": [[1],[2],[3],[4],[5]]}], '
+            '"options": {"suggest_experiment": true, "experiment_bounds": {"x": [NaN, 1]}}}')
+    r = httpx.post(server + "/v1/fit", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 422 and "finite" in r.text.lower(), r.text
+
+
+def test_csv_route_suggests_an_experiment_and_refuses_bad_options(server):
+    t, x = _pendulum(40)
+    text = "t,theta,omega\n" + "".join(f"{a},{b},{c}\n" for a, (b, c) in zip(t, x))
+    files = {"file": ("p.csv", text, "text/csv")}
+    r = httpx.post(server + "/v1/fit/csv", params={**FAST, "suggest_experiment": "true",
+                                                   "experiment_bounds": "theta=-0.5:0.5,omega=0:0"},
+                   files=files, timeout=120)
+    assert r.status_code == 200, r.text
+    (s,) = r.json()["systems"]
+    assert isinstance(s["ambiguous"], bool) and s["experiment"]["x0"]["omega"] == 0.0
+    assert -0.5 <= s["experiment"]["x0"]["theta"] <= 0.5
+    for params, fragment in [({"suggest_experiment": "true", "experiment_bounds": "theta=1:0"}, "above upper"),
+                             ({"suggest_experiment": "true", "experiment_bounds": "theta=nan:1"}, "finite"),
+                             ({"suggest_experiment": "true", "experiment_bounds": "theta"}, "NAME=LOWER:UPPER"),
+                             ({"suggest_experiment": "true", "experiment_bounds": "q=0:1"}, "variable(s) ['q']"),
+                             ({"suggest_experiment": "true", "experiment_max_duration": "-1"}, "greater than 0"),
+                             ({"suggest_experiment": "true", "experiment_max_duration": "nan"}, "finite"),
+                             ({"experiment_bounds": "theta=0:1"}, "need suggest_experiment=true")]:
+        r = httpx.post(server + "/v1/fit/csv", params=params, files=files, timeout=60)
+        assert r.status_code == 422, (params, r.text)
+        assert fragment in r.text, (params, r.text)
