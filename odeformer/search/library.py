@@ -91,6 +91,27 @@ def grammar_terms(dim: int, operators_: set[str], use_time: bool, degree: int = 
     return out
 
 
+#: unary operators whose products with a variable or with each other make the product library
+PRODUCT_UNARIES = ("sin", "cos", "exp", "log", "inv")
+
+
+def product_terms(dim: int, ops: set[str]) -> list[Term]:
+    """Products of two factors, each a variable or sin, cos, exp, log or 1/x of one, at least one of
+    them not a variable (the polynomial libraries hold those): ``x*log(x)``, ``sin(y)*cos(x)``,
+    ``cos(y)/x`` (PySINDy's tensored libraries, limited to pairs)."""
+    if "mul" not in ops:
+        return []
+    variables = [var_name(i) for i in range(dim)]
+    unary = [(op, v) for op in PRODUCT_UNARIES if op in ops for v in variables]
+    factors: list[Tree] = [*variables, *unary]
+    out = []
+    for a, b in itertools.combinations_with_replacement(range(len(factors)), 2):
+        if b < len(variables):
+            continue  # both variables: a monomial
+        out.append(Term(("mul", factors[a], factors[b])))
+    return out
+
+
 def additive_terms(tree: Tree, consts: Sequence[float]) -> list[Term]:
     """The terms of a sum with their own constants; a leading constant factor is dropped (the
     regression supplies the coefficient), and so are constant terms."""

@@ -21,6 +21,8 @@ Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 HOLDOUT_EVERY = 5
 #: (neighbours on each side, degree) of the local polynomials whose leave-one-out errors bound the noise
 LOCAL_FITS = ((3, 3), (3, 5), (4, 7))
+#: integration steps per interval between observed points (integral comparisons on noisy data)
+SUBSTEPS = 4
 #: derivative errors below this share of the derivative's spread earn no more weight
 WEIGHT_FLOOR = 1e-5
 
@@ -99,6 +101,20 @@ class Problem:
         quintic spline is accurate to 1e-4 inside the data and off by tens of percent at a fast
         start or an end; unweighted, those few points decide which terms a sparse regression keeps."""
         return _Weights(self.fit_data, self.derivatives)
+
+    @cached_property
+    def integration_grid(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per fitting trajectory: a grid ``SUBSTEPS`` times finer than its points, the smoothing
+        splines' states on it, and where its points sit on it; for integral (weak-form) comparisons,
+        where the noise is averaged instead of differentiated."""
+        out = []
+        for (t, x), splines in zip(self.fit_data, self.smoothing_splines):
+            steps = [np.linspace(a, b, SUBSTEPS, endpoint=False) for a, b in zip(t[:-1], t[1:])]
+            fine = np.concatenate([*steps, t[-1:]])
+            states = np.stack([sp(fine) if sp is not None else np.interp(fine, t, x[:, j])
+                               for j, sp in enumerate(splines)], axis=1)
+            out.append((fine, states, np.arange(len(t)) * SUBSTEPS))
+        return out
 
     @property
     def best_estimator(self) -> str:

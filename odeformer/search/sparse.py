@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from data_gen.expressions import evaluate, split_constants
-from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, unique
+from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, product_terms, unique
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.refit import fit_derivatives
@@ -28,6 +28,9 @@ REGRESSIONS_UNTIL = 0.6
 #: systems of scanned terms with at most this many constants get their inner constants tuned before
 #: they are compared
 MAX_POLISHED = 6
+#: the product library (pairs of variables and unary terms) grows with the square of the variables:
+#: used up to this many
+MAX_PRODUCT_DIM = 2
 
 
 class LibrarySource:
@@ -72,8 +75,9 @@ class LibrarySource:
                                             evaluations=200, weights=problem.derivative_weights[est])
                     if tuned is not None:
                         system.constants = list(tuned)
-                score = _reference_bic(system.components, system.constants, x, t, reference, reference_w,
-                                       REFERENCE_PENALTY)
+                score = (_reference_bic(system.components, system.constants, x, t, reference, reference_w,
+                                        REFERENCE_PENALTY) if problem.clean else
+                         _integral_bic(system.components, system.constants, problem, REFERENCE_PENALTY))
                 if system.key not in found or score < found[system.key][0]:
                     found[system.key] = (score, name, system)
         # the best system of each library first (they fail differently), then the rest by BIC against
@@ -98,6 +102,30 @@ def _reference_bic(components, constants, x: np.ndarray, t: np.ndarray, dxs: np.
     return total + mult * k * np.log(n)
 
 
+def _integral_bic(components, constants, problem: Problem, mult: float) -> float:
+    """BIC of a system in integral (weak) form, for noisy data: the right-hand sides integrated along
+    the smoothing splines' states against the observed changes of state, ``x(t_i) - c = int f dt``
+    (``c`` fitted per trajectory and variable), with ``mult`` times the usual penalty. A derivative
+    estimate divides the noise by the time step; an integral averages it, so this ranks proposals by
+    how well they explain the data, not the smoothing's errors."""
+    from scipy.integrate import cumulative_trapezoid
+
+    consts = split_constants(components, constants)
+    sse, n = np.zeros(problem.dim), 0
+    for (t, x), (fine, states, at) in zip(problem.fit_data, problem.integration_grid):
+        for i, (comp, cs) in enumerate(zip(components, consts)):
+            with np.errstate(all="ignore"):
+                rate = np.broadcast_to(evaluate(comp, states, fine, cs), len(fine))
+            change = cumulative_trapezoid(rate, fine, initial=0.0)[at]
+            r = x[:, i] - change
+            r = r - r.mean()
+            sse[i] += float(r @ r)
+        n += len(t)
+    if not np.all(np.isfinite(sse)):
+        return np.inf
+    return float(np.sum(n * np.log(np.maximum(sse, 1e-300) / n)) + mult * len(constants) * np.log(n))
+
+
 class SparseRegression(LibrarySource):
     """Polynomial (degree 2 and 3), quadratic with sines and cosines (PySINDy's polynomial + Fourier,
     without the cubes that would stand in for a sine over one trajectory and fail on the next), the
@@ -119,4 +147,6 @@ class SparseRegression(LibrarySource):
         # the grammar's unary terms of the state only: exp(t) and the like imitate any trend over one
         # trajectory; time enters through the trigonometric library and the forcing source
         libs["grammar"] = grammar_terms(d, ops, False) + theirs
+        if d <= MAX_PRODUCT_DIM:
+            libs["products"] = quadratic + grammar_terms(d, ops, False, degree=1) + product_terms(d, ops)
         return libs
