@@ -5,6 +5,7 @@
     python bench/odebench.py --checkpoint PATH --ablation
     python bench/odebench.py --suite forced          # 14 textbook non-autonomous systems
     python bench/odebench.py --suite indist --quick  # systems of the default grammar (bench/make_indist.py)
+    python bench/odebench.py --clean-only --no-baseline --workers 1 --out bench/results/odebench-ambiguity.json
 
 For each system: integrate the clean trajectories from its two initial conditions on t in [0, 10]
 (LSODA, rtol 1e-5, atol 1e-7, 150 points); corrupt the first (multiplicative noise sigma, a dropped
@@ -156,6 +157,8 @@ def run_one(job: dict) -> dict:
 
             reg = ODERegressor(job["checkpoint"], **job["options"]).fit(t_obs, x_obs)
             exprs, rhs = (reg.equations_[0].expressions, reg.equations_[0].rhs) if reg.equations_ else (None, None)
+            out["ambiguous"] = bool(reg.ambiguous_)  # docs/ambiguity.md
+            out["rivals"] = [r + 1 for r in reg.rivals_]
     except Exception as e:  # a crash is a miss, recorded with its message
         return {**out, "error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - start}
     seconds = time.monotonic() - start
@@ -178,7 +181,7 @@ def summarise(rows: list[dict]) -> dict:
         return {"n": len(rs), "recon_acc": float(np.mean(rec > 0.9)), "gen_acc": float(np.mean(gen > 0.9)),
                 "median_r2_recon": float(np.median(np.maximum(rec, -1e9))),
                 "structure": float(np.mean([bool(r.get("structure")) for r in rs])),
-                "seconds_per_system": float(np.mean([r.get("seconds", 0.0) for r in rs]))}
+                "seconds_per_system": float(np.mean([r.get("seconds", 0.0) for r in rs]))} | ambiguity(rs)
 
     out: dict = {}
     order = {"transformer": 0, "transformer+refit": 1, "hybrid": 2, "pysindy-fd": 3, "pysindy-spline": 4}
@@ -189,6 +192,43 @@ def summarise(rows: list[dict]) -> dict:
         out[name] = {"all": block(rs)} | {f"dim{d}": block([r for r in rs if r["dim"] == d])
                                           for d in sorted({r["dim"] for r in rs})}
     return out
+
+
+def ambiguity(rs: list[dict]) -> dict:
+    """The ambiguity flag (docs/ambiguity.md) against generalisation: the share of systems flagged, and
+    generalisation accuracy and mean R^2 (each clipped at -1) among flagged and unflagged systems (only
+    for variants that report the flag)."""
+    rs = [r for r in rs if "ambiguous" in r]
+    if not rs:
+        return {}
+    out: dict = {"flagged_share": float(np.mean([r["ambiguous"] for r in rs]))}
+    for name, flag in (("flagged", True), ("unflagged", False)):
+        gen = np.array([r.get("r2_gen", -np.inf) for r in rs if r["ambiguous"] == flag], dtype=float)
+        out[f"n_{name}"] = len(gen)
+        out[f"gen_acc_{name}"] = float(np.mean(gen > 0.9)) if len(gen) else None
+        clipped = np.clip(np.nan_to_num(gen, nan=-1.0), -1, 1)
+        out[f"mean_r2_gen_{name}"] = float(np.mean(clipped)) if len(gen) else None
+    return out
+
+
+def markdown_ambiguity(summary: dict) -> str:
+    """Per setting: share flagged ambiguous; generalisation accuracy (and mean R^2 clipped at -1) among
+    flagged and unflagged systems."""
+    lines = ["| variant | noise σ | dropped | flagged | gen. acc flagged (n) | gen. acc unflagged (n) | "
+             "mean gen. R² flagged / unflagged |", "|---|---|---|---|---|---|---|"]
+    for name, blocks in summary.items():
+        a = blocks["all"]
+        if "flagged_share" not in a:
+            continue
+        variant, sigma, drop = name.split(" ")
+
+        def f(v):
+            return "—" if v is None else f"{v:.2f}"
+        lines.append(f"| {variant} | {sigma.split('=')[1]} | {drop.split('=')[1]} | {a['flagged_share']:.2f} | "
+                     f"{f(a['gen_acc_flagged'])} ({a['n_flagged']}) | "
+                     f"{f(a['gen_acc_unflagged'])} ({a['n_unflagged']}) | "
+                     f"{f(a['mean_r2_gen_flagged'])} / {f(a['mean_r2_gen_unflagged'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def markdown(summary: dict) -> str:
@@ -311,6 +351,7 @@ def main() -> None:
     p.add_argument("--time-budget", type=float, default=10.0)
     p.add_argument("--ablation", action="store_true",
                    help="also run the transformer alone, without and with constant refitting")
+    p.add_argument("--clean-only", action="store_true", help="the clean setting only (sigma 0, nothing dropped)")
     p.add_argument("--no-baseline", action="store_true", help="leave PySINDy out")
     p.add_argument("--no-ours", action="store_true", help="run the baseline only")
     p.add_argument("--workers", type=int, default=2)
@@ -321,6 +362,8 @@ def main() -> None:
     checkpoint = str(args.checkpoint or ckpt.default_path())
     systems = load_systems(args.quick, args.suite)
     settings = QUICK_SETTINGS if args.quick else SETTINGS
+    if args.clean_only:
+        settings = [(0.0, 0.0)]
     variants = {} if args.no_ours else {OURS: {}}  # transformer + sparse-regression proposals, constants refitted
     if args.ablation and not args.no_ours:
         variants = {"transformer": {"sources": ["transformer"], "refit": False},
@@ -349,6 +392,9 @@ def main() -> None:
     versus = ratios(summary)
     if versus:
         print(versus)
+    flags = markdown_ambiguity(summary)
+    if flags:
+        print(flags)
     name = args.suite + ("-quick" if args.quick else "")
     out = Path(args.out or RESULTS / f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -359,7 +405,7 @@ def main() -> None:
     out.write_text(json.dumps({"command": " ".join(["python", "bench/odebench.py", *sys.argv[1:]]),
                                "checkpoint": checkpoint, "weights_sha256": sha, "summary": summary, "table": table,
                                "table_by_dim": by_dim,
-                               "ratios": versus,
+                               "ratios": versus, "table_ambiguity": flags,
                                "rows": sorted(rows, key=lambda r: (r["variant"], r["sigma"], r["drop"], r["id"]))},
                               indent=1))
     plot(summary, out.with_suffix(".png"))
