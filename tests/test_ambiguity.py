@@ -61,7 +61,7 @@ def check_first_fit(first, exp):
 
 
 def test_exponential_saturation_over_a_narrow_range_is_decided_by_the_suggested_experiment():
-    """dx/dt = 0.5 exp(-0.3 x) seen from x = 1 to 1.6: straight lines, quadratics and saturations fit
+    """dx/dt = 0.5 exp(-0.3 x) seen from x = 1 to 2: straight lines, quadratics and saturations fit
     as well; from the suggested start the exponential law wins."""
     def law(t, y):
         return [0.5 * np.exp(-0.3 * y[0])]
