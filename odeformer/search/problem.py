@@ -21,6 +21,8 @@ Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 HOLDOUT_EVERY = 5
 #: (neighbours on each side, degree) of the local polynomials whose leave-one-out errors bound the noise
 LOCAL_FITS = ((3, 3), (3, 5), (4, 7))
+#: a smoothing spline whose residual mean square exceeds this many times the noise variance is refitted
+GCV_TOLERANCE = 4.0
 #: integration steps per interval between observed points (integral comparisons on noisy data)
 SUBSTEPS = 4
 #: derivative errors below this share of the derivative's spread earn no more weight
@@ -125,7 +127,17 @@ class Problem:
     def smoothing_splines(self) -> list[list]:
         """A cubic smoothing spline per trajectory and variable, fitted to the fitting points (for
         derivatives), its penalty chosen by generalised cross-validation (None where it cannot be fitted)."""
-        return [_smoothing_splines(t, x) for t, x in self.fit_data]
+        out = []
+        for t, x in self.fit_data:
+            row = _smoothing_splines(t, x)
+            for j, spline in enumerate(row):
+                # generalised cross-validation sometimes flattens a fast, coarsely sampled curve into a
+                # nearly straight line (Lorenz at 1% noise); then the spline whose residual is the noise
+                # level estimated from the local fits takes its place
+                if spline is None or np.mean((spline(t) - x[:, j]) ** 2) > GCV_TOLERANCE * self.noise_var[j]:
+                    row[j] = _spline_at_noise(t, x[:, j], float(self.noise_var[j])) or spline
+            out.append(row)
+        return out
 
     @cached_property
     def all_point_splines(self) -> list[list]:
@@ -213,6 +225,20 @@ class _Weights(dict):
             w = np.ones_like(value)
         self[name] = w
         return w
+
+
+def _spline_at_noise(t: np.ndarray, y: np.ndarray, noise_var: float):
+    """The cubic smoothing spline whose residual sum of squares is the noise's (FITPACK's ``s``), or None."""
+    from scipy.interpolate import UnivariateSpline
+
+    if len(t) < 5:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            spline = UnivariateSpline(t, y, k=3, s=len(t) * noise_var)
+        return spline if np.all(np.isfinite(spline(t))) else None
+    except (ValueError, np.linalg.LinAlgError):
+        return None
 
 
 def _smoothing_splines(t: np.ndarray, x: np.ndarray) -> list:

@@ -45,9 +45,10 @@ class LibrarySource:
         raise NotImplementedError
 
     def estimators(self, problem: Problem) -> list[str]:
-        # the interpolating spline is exact on clean data; on noisy data the smoothing spline picks its
-        # own smoothing and the wider Savitzky-Golay windows average noise away
-        return ["interp", "spline", "savgol5"] if problem.clean else ["spline", "savgol9", "savgol17"]
+        # the interpolating spline is exact on clean data; on noisy data the integral form averages the
+        # noise instead of differentiating it, the smoothing spline picks its own smoothing and the wider
+        # Savitzky-Golay windows average noise away
+        return ["interp", "spline", "savgol5"] if problem.clean else ["integral", "spline", "savgol9", "savgol17"]
 
     def propose(self, problem: Problem, earlier: list[Proposal]) -> list[Proposal]:
         t, x = problem.fit_points
@@ -61,18 +62,22 @@ class LibrarySource:
         for est, (name, terms) in itertools.product(self.estimators(problem), libraries.items()):
             if problem.expired(REGRESSIONS_UNTIL):
                 break
-            if name not in matrices:
-                matrices[name] = library_matrix(unique(terms, problem.operators), x, t)
-            theta, usable = matrices[name]
-            root_w = np.sqrt(problem.derivative_weights[est])
-            paths = [component_path(theta * root_w[:, i:i + 1], derivs[est][:, i] * root_w[:, i], MAX_TERMS)
-                     for i in range(problem.dim)]
+            if est == "integral":
+                theta, targets, usable = integral_form(problem, unique(terms, problem.operators))
+                paths = [component_path(theta, targets[:, i], MAX_TERMS) for i in range(problem.dim)]
+            else:
+                if name not in matrices:
+                    matrices[name] = library_matrix(unique(terms, problem.operators), x, t)
+                theta, usable = matrices[name]
+                root_w = np.sqrt(problem.derivative_weights[est])
+                paths = [component_path(theta * root_w[:, i:i + 1], derivs[est][:, i] * root_w[:, i], MAX_TERMS)
+                         for i in range(problem.dim)]
             for system in assemble(paths, usable, len(t)):
                 if self.scanned and len(system.constants) <= MAX_POLISHED and not problem.expired(REGRESSIONS_UNTIL):
                     # inner constants sit on a coarse grid (c = -0.59 where the law has -0.6), which
                     # hides a one-term law behind many-term approximants: tune them first
-                    tuned = fit_derivatives(system.components, system.constants, t, x, derivs[est], problem.deadline,
-                                            evaluations=200, weights=problem.derivative_weights[est])
+                    tuned = fit_derivatives(system.components, system.constants, t, x, reference, problem.deadline,
+                                            evaluations=200, weights=reference_w)
                     if tuned is not None:
                         system.constants = list(tuned)
                 score = (_reference_bic(system.components, system.constants, x, t, reference, reference_w,
@@ -100,6 +105,25 @@ def _reference_bic(components, constants, x: np.ndarray, t: np.ndarray, dxs: np.
             return np.inf
         total += n * np.log(max(sse, 1e-300) / n)
     return total + mult * k * np.log(n)
+
+
+def integral_form(problem: Problem, terms: list[Term]) -> tuple[np.ndarray, np.ndarray, list[Term | None]]:
+    """The regression in integral form (as integral SINDy): each library column integrated from a
+    trajectory's start along the smoothing splines' states, against the observed states, both centred
+    per trajectory (the unknown starting values); the noise stays the measurement's own instead of being
+    divided by a time step. Returns (columns, targets (n, d), the terms of the columns)."""
+    from scipy.integrate import cumulative_trapezoid
+
+    grid = problem.integration_grid
+    states, times = np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
+    theta, usable = library_matrix(terms, states, times)
+    cols, targets, start = [], [], 0
+    for (_, x), (fine, _, at) in zip(problem.fit_data, grid):
+        block = cumulative_trapezoid(theta[start:start + len(fine)], fine, axis=0, initial=0.0)[at]
+        cols.append(block - block.mean(axis=0))
+        targets.append(x - x.mean(axis=0))
+        start += len(fine)
+    return np.concatenate(cols), np.concatenate(targets), usable
 
 
 def _integral_bic(components, constants, problem: Problem, mult: float) -> float:
