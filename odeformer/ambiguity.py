@@ -247,6 +247,8 @@ def check_bounds(bounds, names: Sequence[str]) -> np.ndarray | None:
 
 
 def _pair(pair, name: str) -> tuple[float, float]:
+    if isinstance(pair, (str, bytes)):  # "01" would otherwise read as (0, 1)
+        raise InputError(f"bounds for {name}: expected (lower, upper), got {pair!r}")
     try:
         lo, hi = (float(v) for v in pair)
     except (TypeError, ValueError):

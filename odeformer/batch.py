@@ -188,19 +188,16 @@ def fit_systems(systems: list[SystemData], options: dict, workers: int = 1, prog
 
 # --- results: formats, the journal, the atomic output --------------------------------------------------
 
-#: the contract's columns, then the ambiguity's (docs/ambiguity.md): each candidate's distance below the
-#: best score in nats, and whether the system's result is ambiguous
-CSV_HEADER = ["system", "rank", "variable", "rhs", "r2", "complexity", "error", "score_gap", "ambiguous"]
+CSV_HEADER = ["system", "rank", "variable", "rhs", "r2", "complexity", "error"]
 
 
 def _csv_result_rows(r: dict) -> Iterator[list]:
     if r.get("error"):
-        yield [r["system"], "", "", "", "", "", r["error"], "", ""]
+        yield [r["system"], "", "", "", "", "", r["error"]]
         return
     for rank, c in enumerate(r["candidates"], start=1):
         for var, rhs in c["rhs"].items():
-            yield [r["system"], rank, var, rhs, repr(c["r2"]), c["complexity"], "", repr(c.get("score_gap", 0.0)),
-                   str(bool(r.get("ambiguous"))).lower()]
+            yield [r["system"], rank, var, rhs, repr(c["r2"]), c["complexity"], ""]
 
 
 def _write(results: Iterable[dict], fh, fmt: str) -> None:

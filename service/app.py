@@ -246,8 +246,11 @@ def create_app(checkpoint: str | Path | None = None, max_body_bytes: int = 4_000
             for j, row in enumerate(tr.x):
                 if len(row) != d:
                     raise HTTPException(422, f"trajectory {i + 1}: x[{j}] has {len(row)} values for {d} variables")
-        if req.options.experiment_bounds is not None:  # unknown variables, lower > upper: 422 before fitting
-            ambiguity.check_bounds(req.options.experiment_bounds, req.variables)
+        opts = req.options
+        if not opts.suggest_experiment and (opts.experiment_bounds or opts.experiment_max_duration is not None):
+            raise HTTPException(422, "experiment_bounds and experiment_max_duration need suggest_experiment=true")
+        if opts.experiment_bounds is not None:  # unknown variables, lower > upper: 422 before fitting
+            ambiguity.check_bounds(opts.experiment_bounds, req.variables)
         reg = make_regressor(c, req.options)
         ts = [np.array(tr.t) for tr in req.trajectories]
         xs = [np.array(tr.x, dtype=float).reshape(len(tr.t), d) for tr in req.trajectories]

@@ -125,6 +125,7 @@ def test_experiment_stays_within_the_user_bounds_and_duration(spiral):
     ({"bounds": {"x": (2, 1)}}, "lower 2.0 is above upper 1.0"),
     ({"bounds": {"z": (0, 1)}}, "unknown variable(s) ['z']"),
     ({"bounds": {"x": "0:1"}}, "expected (lower, upper)"),
+    ({"bounds": {"x": "01"}}, "expected (lower, upper)"),
     ({"bounds": [("a", 1), (0, 1)]}, "pair of numbers"),
     ({"max_duration": 0}, "max_duration: must be a finite number > 0"),
     ({"max_duration": -3.0}, "> 0"),

@@ -64,9 +64,7 @@ def test_jsonl_and_csv_outputs_parse_and_a_bad_system_gives_exit_1(tmp_path, fil
     out_csv = tmp_path / "res.csv"
     assert _fit(decay, "-o", out_csv, "--decoding", "sample", "--temperature", "1.0").returncode == 0
     rows = list(csv.DictReader(out_csv.open()))
-    assert rows and set(rows[0]) == {"system", "rank", "variable", "rhs", "r2", "complexity", "error", "score_gap",
-                                     "ambiguous"}
-    assert list(rows[0])[:7] == ["system", "rank", "variable", "rhs", "r2", "complexity", "error"]  # extended
+    assert rows and set(rows[0]) == {"system", "rank", "variable", "rhs", "r2", "complexity", "error"}
     assert rows[0]["system"] == "decay" and rows[0]["rank"] == "1" and rows[0]["variable"] == "N"
     sp.parse_expr(rows[0]["rhs"], local_dict={"N": sp.Symbol("N"), "t": sp.Symbol("t")})
 
@@ -209,8 +207,7 @@ def test_journal_cuts_a_torn_line_keeps_matching_results_and_is_locked(tmp_path)
     assert j.path.read_bytes().endswith(b"}\n")
     j.add("k3", {"system": "c", "candidates": []})
     j.finish(["k2", "k3"])
-    assert out.read_text().splitlines() == ["system,rank,variable,rhs,r2,complexity,error,score_gap,ambiguous",
-                                            "b,,,,,,bad,,"]
+    assert out.read_text().splitlines() == ["system,rank,variable,rhs,r2,complexity,error", "b,,,,,,bad"]
     assert not j.path.exists() and j.result("k3")["system"] == "c"  # readable until closed
     j.close()
 

@@ -286,6 +286,7 @@ BAD_EXPERIMENT = [
     ({"suggest_experiment": True, "experiment_max_duration": 0}, "greater than 0"),
     ({"suggest_experiment": True, "experiment_max_duration": -2.5}, "greater than 0"),
     ({"suggest_experiment": "maybe"}, "suggest_experiment"),
+    ({"experiment_max_duration": 5}, "need suggest_experiment=true"),
 ]
 
 
