@@ -112,14 +112,14 @@ def integral_form(problem: Problem, terms: list[Term]) -> tuple[np.ndarray, np.n
     trajectory's start along the smoothing splines' states, against the observed states, both centred
     per trajectory (the unknown starting values); the noise stays the measurement's own instead of being
     divided by a time step. Returns (columns, targets (n, d), the terms of the columns)."""
-    from scipy.integrate import cumulative_trapezoid
+    from scipy.integrate import cumulative_simpson
 
     grid = problem.integration_grid
     states, times = np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
     theta, usable = library_matrix(terms, states, times)
     cols, targets, start = [], [], 0
     for (_, x), (fine, _, at) in zip(problem.fit_data, grid):
-        block = cumulative_trapezoid(theta[start:start + len(fine)], fine, axis=0, initial=0.0)[at]
+        block = cumulative_simpson(theta[start:start + len(fine)], x=fine, axis=0, initial=0.0)[at]
         cols.append(block - block.mean(axis=0))
         targets.append(x - x.mean(axis=0))
         start += len(fine)
@@ -132,7 +132,7 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
     (``c`` fitted per trajectory and variable), with ``mult`` times the usual penalty. A derivative
     estimate divides the noise by the time step; an integral averages it, so this ranks proposals by
     how well they explain the data, not the smoothing's errors."""
-    from scipy.integrate import cumulative_trapezoid
+    from scipy.integrate import cumulative_simpson
 
     consts = split_constants(components, constants)
     sse, n = np.zeros(problem.dim), 0
@@ -140,7 +140,7 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
         for i, (comp, cs) in enumerate(zip(components, consts)):
             with np.errstate(all="ignore"):
                 rate = np.broadcast_to(evaluate(comp, states, fine, cs), len(fine))
-            change = cumulative_trapezoid(rate, fine, initial=0.0)[at]
+            change = cumulative_simpson(rate, x=fine, initial=0.0)[at]
             r = x[:, i] - change
             r = r - r.mean()
             sse[i] += float(r @ r)
@@ -171,6 +171,8 @@ class SparseRegression(LibrarySource):
         # the grammar's unary terms of the state only: exp(t) and the like imitate any trend over one
         # trajectory; time enters through the trigonometric library and the forcing source
         libs["grammar"] = grammar_terms(d, ops, False) + theirs
-        if d <= MAX_PRODUCT_DIM:
+        # products of unary terms imitate anything over one noisy trajectory (log(x)*sin(x) won at 5% noise
+        # where a polynomial law had), so they are offered on clean data only
+        if d <= MAX_PRODUCT_DIM and problem.clean:
             libs["products"] = quadratic + grammar_terms(d, ops, False, degree=1) + product_terms(d, ops)
         return libs

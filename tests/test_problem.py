@@ -1,0 +1,65 @@
+"""The problem's noise level, derivative weights and integral form (odeformer/search/problem.py,
+sparse.integral_form): the numbers every later stage of the search leans on."""
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from odeformer.search.library import polynomial_terms, unique
+from odeformer.search.problem import Problem
+from odeformer.search.regression import component_path
+from odeformer.search.sparse import integral_form
+
+OPS = {"add", "mul", "sub"}
+
+
+def _problem(t, x):
+    return Problem([(t, x)], [f"x_{i}" for i in range(x.shape[1])], OPS, True, 30.0)
+
+
+def _lotka_volterra(t):
+    f = lambda _, y: [y[0] * (1.1 - 0.9 * y[1]), -y[1] * (2.0 - 1.3 * y[0])]  # noqa: E731
+    return solve_ivp(f, (t[0], t[-1]), [1.2, 0.7], t_eval=t, rtol=1e-10, atol=1e-12).y.T
+
+
+def test_a_clean_fast_coarsely_sampled_curve_counts_as_clean():
+    # 12 points per period: a cubic through neighbours is off by ~1% of the spread, a degree-7 fit is not
+    t = np.linspace(0, 10, 150)
+    x = np.stack([np.sin(9 * t) + 0.3 * np.cos(4 * t), np.cos(9 * t)], axis=1)
+    p = _problem(t, x)
+    assert p.clean, np.sqrt(p.noise_var) / p.scale
+
+
+def test_the_noise_level_is_found_on_noisy_data():
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 10, 150))
+    clean = _lotka_volterra(t)
+    sigma = 0.02 * clean.std(axis=0)
+    p = _problem(t, clean + sigma * rng.standard_normal(clean.shape))
+    assert not p.clean
+    ratio = np.sqrt(p.noise_var) / sigma
+    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
+
+
+def test_interpolating_spline_weights_distrust_a_fast_start():
+    # a transient over the first few points: the quintic spline's derivative is off there, not inside
+    t = np.linspace(0, 10, 150)
+    x = np.stack([np.exp(-6 * t) + 0.5 * np.sin(t), np.cos(0.7 * t)], axis=1)
+    p = _problem(t, x)
+    w = p.derivative_weights["interp"]
+    assert np.allclose(w.mean(axis=0), 1.0)
+    assert w[0, 0] < 0.01 * np.median(w[:, 0]), w[:3, 0]
+    assert np.all(p.derivative_weights["spline"] == 1.0)
+
+
+def test_integral_form_recovers_lotka_volterra_on_clean_data():
+    t = np.linspace(0, 10, 150)
+    p = _problem(t, _lotka_volterra(t))
+    theta, targets, terms = integral_form(p, unique(polynomial_terms(2, OPS, False, degree=2), OPS))
+    want = [{"x_0": 1.1, "mul x_0 x_1": -0.9}, {"x_1": -2.0, "mul x_0 x_1": 1.3}]
+    for i in range(2):
+        # the path's best pair of terms is the law, its coefficients to 1e-4
+        pair = next(m for m in component_path(theta, targets[:, i], 6) if len(m.support) == 2)
+        got = {"1" if terms[j] is None else terms[j].form: pair.coef[j] for j in pair.support}
+        assert set(got) == set(want[i]), got
+        for form, value in want[i].items():
+            assert abs(got[form] / value - 1) < 1e-4, got
