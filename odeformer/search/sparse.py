@@ -13,8 +13,16 @@ import itertools
 
 import numpy as np
 
-from data_gen.expressions import evaluate, split_constants
-from odeformer.search.library import Term, additive_terms, grammar_terms, polynomial_terms, product_terms, unique
+from data_gen.expressions import CONST, evaluate, split_constants
+from odeformer.search.library import (
+    Term,
+    additive_terms,
+    grammar_terms,
+    polynomial_terms,
+    product_terms,
+    signed_terms,
+    unique,
+)
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.refit import fit_derivatives
@@ -127,27 +135,38 @@ def integral_form(problem: Problem, terms: list[Term]) -> tuple[np.ndarray, np.n
 
 
 def _integral_bic(components, constants, problem: Problem, mult: float) -> float:
-    """BIC of a system in integral (weak) form, for noisy data: the right-hand sides integrated along
-    the smoothing splines' states against the observed changes of state, ``x(t_i) - c = int f dt``
-    (``c`` fitted per trajectory and variable), with ``mult`` times the usual penalty. A derivative
-    estimate divides the noise by the time step; an integral averages it, so this ranks proposals by
-    how well they explain the data, not the smoothing's errors."""
+    """BIC of a system in integral (weak) form, for noisy data: each component's additive terms
+    integrated along the smoothing splines' states, their coefficients refitted by least squares
+    against the observed states (with a starting value per trajectory), ``mult`` times the usual
+    penalty. A derivative estimate divides the noise by the time step, and coefficients fitted to one
+    are biased by its smoothing; an integral averages the noise, so this ranks proposals by how well
+    their terms explain the data."""
     from scipy.integrate import cumulative_simpson
 
-    consts = split_constants(components, constants)
-    sse, n = np.zeros(problem.dim), 0
-    for (t, x), (fine, states, at) in zip(problem.fit_data, problem.integration_grid):
-        for i, (comp, cs) in enumerate(zip(components, consts)):
-            with np.errstate(all="ignore"):
-                rate = np.broadcast_to(evaluate(comp, states, fine, cs), len(fine))
-            change = cumulative_simpson(rate, x=fine, initial=0.0)[at]
-            r = x[:, i] - change
-            r = r - r.mean()
-            sse[i] += float(r @ r)
-        n += len(t)
-    if not np.all(np.isfinite(sse)):
-        return np.inf
-    return float(np.sum(n * np.log(np.maximum(sse, 1e-300) / n)) + mult * len(constants) * np.log(n))
+    grid = problem.integration_grid
+    states, times = np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
+    targets = np.concatenate([x - x.mean(axis=0) for _, x in problem.fit_data])
+    n = len(targets)
+    total = 0.0
+    for i, (comp, cs) in enumerate(zip(components, split_constants(components, constants))):
+        terms = [term.column(states, times) for term in additive_terms(comp, cs)]
+        if any(node == CONST for _, node, _ in signed_terms(comp, list(cs))):
+            terms.append(np.ones(len(times)))
+        y = targets[:, i]
+        if terms:
+            theta = np.stack(terms, axis=1)
+            if not np.all(np.isfinite(theta)):
+                return np.inf
+            cols, start = [], 0
+            for fine, _, at in grid:
+                block = cumulative_simpson(theta[start:start + len(fine)], x=fine, axis=0, initial=0.0)[at]
+                cols.append(block - block.mean(axis=0))
+                start += len(fine)
+            a = np.concatenate(cols)
+            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+            y = y - a @ coef
+        total += n * np.log(max(float(y @ y), 1e-300) / n)
+    return float(total + mult * len(constants) * np.log(n))
 
 
 class SparseRegression(LibrarySource):
