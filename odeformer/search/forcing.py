@@ -1,7 +1,7 @@
 """Proposal source: periodic forcing ``A*sin(w*t + phi)`` with the frequency found from the data.
 
 For every trial frequency ``w`` on a grid, the derivative estimates are regressed on the state terms
-(quadratic and trigonometric library) together with ``sin(w*t)`` and ``cos(w*t)``; the share of what
+(quadratic, trigonometric and cubic library) together with ``sin(w*t)`` and ``cos(w*t)``; the share of what
 the state terms leave unexplained that the pair explains is the periodogram. This is a Lomb-Scargle
 periodogram (irregular sampling is fine) with the state terms as nuisance regressors: fitting the state
 first and taking the periodogram of the residual instead (scipy's ``lombscargle``) misses the forcing of

@@ -118,6 +118,17 @@ class Problem:
             out.append((fine, states, np.arange(len(t)) * SUBSTEPS))
         return out
 
+    @cached_property
+    def integration_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The integration grids' states and times, trajectories one after another."""
+        grid = self.integration_grid
+        return np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
+
+    @cached_property
+    def integration_targets(self) -> np.ndarray:
+        """The fitting points' states centred per trajectory (integral form: the start is unknown)."""
+        return np.concatenate([x - x.mean(axis=0) for _, x in self.fit_data])
+
     @property
     def best_estimator(self) -> str:
         """The derivative estimate to trust most: exact interpolation on clean data, else the smoothing spline."""

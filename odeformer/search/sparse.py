@@ -121,18 +121,21 @@ def integral_form(problem: Problem, terms: list[Term]) -> tuple[np.ndarray, np.n
     trajectory's start along the smoothing splines' states, against the observed states, both centred
     per trajectory (the unknown starting values); the noise stays the measurement's own instead of being
     divided by a time step. Returns (columns, targets (n, d), the terms of the columns)."""
+    theta, usable = library_matrix(terms, *problem.integration_points)
+    return _integrated(problem, theta), problem.integration_targets, usable
+
+
+def _integrated(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """Columns given on the pooled integration grid, integrated (cumulative Simpson) from each
+    trajectory's start to its fitting points and centred per trajectory."""
     from scipy.integrate import cumulative_simpson
 
-    grid = problem.integration_grid
-    states, times = np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
-    theta, usable = library_matrix(terms, states, times)
-    cols, targets, start = [], [], 0
-    for (_, x), (fine, _, at) in zip(problem.fit_data, grid):
+    cols, start = [], 0
+    for fine, _, at in problem.integration_grid:
         block = cumulative_simpson(theta[start:start + len(fine)], x=fine, axis=0, initial=0.0)[at]
         cols.append(block - block.mean(axis=0))
-        targets.append(x - x.mean(axis=0))
         start += len(fine)
-    return np.concatenate(cols), np.concatenate(targets), usable
+    return np.concatenate(cols)
 
 
 def _integral_bic(components, constants, problem: Problem, mult: float) -> float:
@@ -142,11 +145,8 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
     penalty. A derivative estimate divides the noise by the time step, and coefficients fitted to one
     are biased by its smoothing; an integral averages the noise, so this ranks proposals by how well
     their terms explain the data."""
-    from scipy.integrate import cumulative_simpson
-
-    grid = problem.integration_grid
-    states, times = np.concatenate([s for _, s, _ in grid]), np.concatenate([f for f, _, _ in grid])
-    targets = np.concatenate([x - x.mean(axis=0) for _, x in problem.fit_data])
+    states, times = problem.integration_points
+    targets = problem.integration_targets
     n = len(targets)
     total = 0.0
     for i, (comp, cs) in enumerate(zip(components, split_constants(components, constants))):
@@ -158,12 +158,7 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
             theta = np.stack(terms, axis=1)
             if not np.all(np.isfinite(theta)):
                 return np.inf
-            cols, start = [], 0
-            for fine, _, at in grid:
-                block = cumulative_simpson(theta[start:start + len(fine)], x=fine, axis=0, initial=0.0)[at]
-                cols.append(block - block.mean(axis=0))
-                start += len(fine)
-            a = np.concatenate(cols)
+            a = _integrated(problem, theta)
             coef, *_ = np.linalg.lstsq(a, y, rcond=None)
             y = y - a @ coef
         total += n * np.log(max(float(y @ y), 1e-300) / n)
