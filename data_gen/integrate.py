@@ -262,7 +262,7 @@ def _max_deviation(x, ref, dim):
     return worst
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _solve_batch(code, arg, consts, const_ptr, prog_ptr, comp_ptr, traj_sys, dims, x0, t_end, n_grid,
                  rtol, atol, max_steps, bound, verify_factor, out, status, steps):
     n = traj_sys.shape[0]
@@ -285,7 +285,7 @@ def _solve_batch(code, arg, consts, const_ptr, prog_ptr, comp_ptr, traj_sys, dim
         status[j] = st
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _solve_batch_at(code, arg, consts, const_ptr, prog_ptr, comp_ptr, dims, x0, t_out, rtol, atol, max_steps,
                     bound, out, status, steps):
     for j in range(x0.shape[0]):

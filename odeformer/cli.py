@@ -146,6 +146,17 @@ def _experiment_options(args: argparse.Namespace, files: list) -> dict:
     return {"experiment": True, "experiment_bounds": bounds, "experiment_max_duration": longest}
 
 
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The trainer's flags, defined here so that building the parser does not import torch."""
+    p.add_argument("--preset", default="tiny", help="tiny, base, test, or a TOML file of config keys")
+    p.add_argument("--out", help="checkpoint directory to write")
+    p.add_argument("--init", help="checkpoint to continue from (weights, vocabulary, provenance)")
+    p.add_argument("--grammar", help="grammar TOML file (default: the init checkpoint's, else the default grammar); "
+                   "with --init, tokens the grammar adds extend the vocabulary")
+    p.add_argument("--data", help="train on shards from `odeformer generate` instead of a live generator stream")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+
 def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
     """The parser; ``add_commands`` lets a front end above this package register its own subcommands."""
     p = argparse.ArgumentParser(prog="odeformer", description="Symbolic regression of ODEs from trajectories.")
@@ -190,10 +201,8 @@ def build_parser(add_commands: Callable[[argparse._SubParsersAction], None] | No
                    "in the data's time units (default: twice the observed span)")
     f.set_defaults(func=_cmd_fit)
 
-    from odeformer.train import build_parser as train_parser
-
     tr = sub.add_parser("train", help="train or fine-tune a model on generated data")
-    train_parser(tr)
+    _add_train_arguments(tr)
     tr.set_defaults(func=_cmd_train)
     if add_commands is not None:
         add_commands(sub)

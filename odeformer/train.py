@@ -10,7 +10,6 @@ what the GPU machine has: numpy, scipy, sympy, torch, safetensors, tqdm, numba.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -351,18 +350,6 @@ def _hardware(device: torch.device) -> str:
     return f"cpu x{os.cpu_count()}"
 
 
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="odeformer train")
-    p.add_argument("--preset", default="tiny", help="tiny, base, test, or a TOML file of config keys")
-    p.add_argument("--out", help="checkpoint directory to write")
-    p.add_argument("--init", help="checkpoint to continue from (weights, vocabulary, provenance)")
-    p.add_argument("--grammar", help="grammar TOML file (default: the init checkpoint's, else the default grammar); "
-                   "with --init, tokens the grammar adds extend the vocabulary")
-    p.add_argument("--data", help="train on shards from `odeformer generate` instead of a live generator stream")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return p
-
-
 def config_from_args(args) -> dict:
     """The run's config: preset, then ``--set`` overrides, then the path flags."""
     import shlex
@@ -382,8 +369,12 @@ def config_from_args(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(config_from_args(build_parser().parse_args(argv)))
-    return 0
+    """``python -m odeformer.train ARGS`` is ``odeformer train ARGS``."""
+    import sys
+
+    from odeformer.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
