@@ -341,6 +341,14 @@ def gallery(rows: list[dict], path: Path, n: int = 8) -> None:
     plt.close(fig)
 
 
+def _setting(text: str) -> tuple[float, float]:
+    try:
+        sigma, drop = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SIGMA:DROP, e.g. 0.05:0.5") from None
+    return sigma, drop
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="odebench")
@@ -352,6 +360,8 @@ def main() -> None:
     p.add_argument("--ablation", action="store_true",
                    help="also run the transformer alone, without and with constant refitting")
     p.add_argument("--clean-only", action="store_true", help="the clean setting only (sigma 0, nothing dropped)")
+    p.add_argument("--setting", action="append", metavar="SIGMA:DROP", type=_setting,
+                   help="only this setting, e.g. 0.05:0.5 (repeatable)")
     p.add_argument("--no-baseline", action="store_true", help="leave PySINDy out")
     p.add_argument("--no-ours", action="store_true", help="run the baseline only")
     p.add_argument("--workers", type=int, default=2)
@@ -364,6 +374,8 @@ def main() -> None:
     settings = QUICK_SETTINGS if args.quick else SETTINGS
     if args.clean_only:
         settings = [(0.0, 0.0)]
+    if args.setting:
+        settings = args.setting
     variants = {} if args.no_ours else {OURS: {}}  # transformer + sparse-regression proposals, constants refitted
     if args.ablation and not args.no_ours:
         variants = {"transformer": {"sources": ["transformer"], "refit": False},

@@ -111,6 +111,18 @@ def test_michaelis_menten_saturation():
     assert abs(float(sp.solve(den, s)[0]) + 2.5) < 0.05, str(reg)
 
 
+def test_fractional_power_growth_law():
+    """Von Bertalanffy growth W' = 1.2 W^(2/3) - 0.5 W: two terms, neither of which fits well alone (the
+    greedy path's first pick is a saturation), so only the exact comparison of all pairs reaches them."""
+    reg, gen = fit_and_generalise(lambda t, y: [1.2 * y[0] ** (2 / 3) - 0.5 * y[0]], [0.5], [3.0],
+                                  np.linspace(0, 8, 100), names=["W"])
+    assert gen > 0.99, str(reg)
+    w = sp.Symbol("W")
+    expr = sp.expand(parsed(reg)["W"])
+    assert {sp.nsimplify(term.as_coeff_exponent(w)[1], [sp.Rational(2, 3)]) for term in sp.Add.make_args(expr)} \
+        == {sp.Rational(2, 3), 1}, str(reg)
+
+
 def test_units_do_not_change_the_law():
     """The same logistic law recorded in seconds and kilograms, and in milliseconds and grams."""
     r, k = 0.9, 5.0

@@ -5,7 +5,7 @@ from scipy.integrate import solve_ivp
 
 from data_gen.expressions import to_sympy
 from odeformer.search.library import additive_terms, grammar_terms
-from odeformer.search.prune import prune_small_terms
+from odeformer.search.prune import fold_constant_parts, prune_small_terms
 from odeformer.search.regression import stlsq
 
 
@@ -80,3 +80,17 @@ def test_pruning_multiplies_out_before_dropping_negligible_terms():
     # a term worth ~1% goes only at the bolder share, which the regressor tries as a competing variant
     assert prune_small_terms([product], [1.5e-3, -0.5], data) is None
     assert prune_small_terms([product], [1.5e-3, -0.5], data, rel=0.05)[0] == (("mul", "C", "x_0"),)
+
+
+def test_a_part_constant_on_the_data_is_folded_into_one_constant():
+    """c*atan(a*x)*atan(b*x + d) where b*x + d stays near -12 over the data is the law c'*atan(a*x)."""
+    t = np.linspace(0, 10, 100)
+    x = np.linspace(0.5, 3.0, 100)[:, None]
+    comp = ("mul", "C", ("mul", ("atan", ("mul", "C", "x_0")), ("atan", ("add", ("mul", "C", "x_0"), "C"))))
+    (folded,), consts = fold_constant_parts([comp], [1.0, 2.0, 1e-4, -12.24], [(t, x)])
+    assert folded == ("mul", "C", ("atan", ("mul", "C", "x_0")))
+    assert np.allclose(consts, [np.arctan(-12.24 + 1e-4 * 1.75), 2.0], rtol=1e-5)
+    # an argument that moves over the data is a part of the law and stays
+    assert fold_constant_parts([comp], [1.0, 2.0, 0.5, -1.0], [(t, x)]) is None
+    # a whole component is never folded, even where its state hardly moves
+    assert fold_constant_parts([("mul", "C", "x_0")], [0.3], [(t, 5.0 + 1e-9 * x)]) is None

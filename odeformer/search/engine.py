@@ -5,7 +5,7 @@ regressions until 60%, refitting until 85%, then the final simulations."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -15,7 +15,7 @@ from data_gen.simplify import simplify
 from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
-from odeformer.search.prune import PRUNE_SHARES, prune_small_terms
+from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
 from odeformer.search.refit import Fit, refit, trajectory_r2
 
 REFIT_UNTIL = 0.85
@@ -109,13 +109,13 @@ class Search:
         return _as_is(components, constants, problem, deadline)
 
     def _pruned(self, problem: Problem, best: list[Candidate], deadline: float) -> list[Candidate]:
-        """The best candidates again without their negligible terms (leftovers of noise fitting)."""
+        """The best candidates again without their negligible terms (leftovers of noise fitting), and
+        with the parts that are constant on the data folded into constants."""
         out, tried = [], set()
         for cand in best:
-            for rel in PRUNE_SHARES:
+            for smaller in _smaller(cand.fit, problem):
                 if problem.expired(REFIT_UNTIL):
                     break
-                smaller = prune_small_terms(cand.fit.components, cand.fit.constants, problem.fit_data, rel)
                 if smaller is None or smaller[0] in tried:
                     continue
                 tried.add(smaller[0])
@@ -135,3 +135,11 @@ class Search:
             return cand
         new.score = cand.score
         return new
+
+
+def _smaller(fit: Fit, problem: Problem) -> Iterator[tuple[tuple, list[float]] | None]:
+    """The edits of ``prune.py`` on a fitted candidate, one at a time (None where an edit changes nothing)."""
+    for rel in PRUNE_SHARES:
+        yield prune_small_terms(fit.components, fit.constants, problem.fit_data, rel)
+    for rel in CONSTANT_SPREADS:
+        yield fold_constant_parts(fit.components, fit.constants, problem.fit_data, rel)

@@ -1,6 +1,8 @@
 """Edits that shrink the best candidates: additive terms that contribute almost nothing (left over from
 a regression that fitted noise) are dropped, after multiplying products out so that a negligible term
-inside a product can go too. The smaller variants compete with the originals in the ranking."""
+inside a product can go too; a part that is constant on the data (``atan(2e-6*x - 3.3)``, a function
+whose argument hardly moves) becomes a constant. The smaller variants compete with the originals in the
+ranking."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_gen.expressions import TIME, Tree, evaluate, split_constants
+from data_gen.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants
 from odeformer.search.library import signed_terms
 from odeformer.search.problem import Trajectory
 
@@ -41,6 +43,64 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
             new_consts += list(c)
         new_comps.append(node)
     return (tuple(new_comps), new_consts) if dropped else None
+
+
+#: relative spreads on the data below which a part of an expression counts as a constant; constants are
+#: refitted again afterwards (``atan(122*x + 290)`` became ``atan(18579*x + 128520)``), so a bolder one too
+CONSTANT_SPREADS = (1e-4, 1e-2)
+
+
+def fold_constant_parts(components: Sequence[Tree], consts: Sequence[float], data: Sequence[Trajectory],
+                        rel: float = CONSTANT_SPREADS[0]) -> tuple[tuple[Tree, ...], list[float]] | None:
+    """The system with each largest part of a component (not the component itself) that is a function of
+    the state or time but spreads less than ``rel`` of its magnitude over the data replaced by its mean,
+    the products of constants this leaves merged by SymPy; None if no part is constant."""
+    ts = np.concatenate([t for t, _ in data])
+    xs = np.concatenate([x for _, x in data])
+    new_comps, new_consts, folded = [], [], False
+    for comp, mine in zip(components, split_constants(components, list(consts))):
+        tree, values = _fold(comp, list(mine), xs, ts, rel, root=True)
+        if tree is not comp:
+            folded = True
+            tree, values = _merged(tree, values)
+        new_comps.append(tree)
+        new_consts += values
+    return (tuple(new_comps), new_consts) if folded else None
+
+
+def _fold(tree: Tree, consts: list[float], xs: np.ndarray, ts: np.ndarray, rel: float,
+          root: bool = False) -> tuple[Tree, list[float]]:
+    """``tree`` (with its constants in prefix order) with its constant parts folded, outermost first."""
+    if isinstance(tree, str):
+        return tree, consts
+    with np.errstate(all="ignore"):
+        value = np.broadcast_to(evaluate(tree, xs, ts, consts), len(ts))
+    if np.all(np.isfinite(value)):
+        scale = float(np.max(np.abs(value)))
+        if not root and scale > 0 and float(np.ptp(value)) <= rel * scale:
+            return CONST, [float(np.mean(value))]
+    children, out_consts, start, changed = [], [], 0, False
+    for child in tree[1:]:
+        k = n_constants(child)
+        new, values = _fold(child, consts[start:start + k], xs, ts, rel)
+        changed |= new is not child
+        children.append(new)
+        out_consts += values
+        start += k
+    return ((tree[0], *children), out_consts) if changed else (tree, consts)
+
+
+def _merged(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
+    """The tree through SymPy and back, so that products and sums of constants become one."""
+    import sympy as sp
+
+    from data_gen.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
+
+    names = {sp.Symbol(leaf): leaf for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
+    try:
+        return from_sympy(to_sympy(tree, consts), names)
+    except (NotExpressible, TypeError, ValueError):
+        return tree, consts
 
 
 MAX_EXPANDED_TERMS = 12

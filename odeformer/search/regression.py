@@ -20,6 +20,8 @@ STLSQ_THRESHOLDS = (0.01, 0.03, 0.1, 0.3)
 #: libraries with more columns than this get backward elimination from the forward path's support of
 #: this size instead of from the full fit, and no STLSQ
 BACKWARD_FROM = 40
+#: pairs of columns, the best of all, from which a forward path is grown besides the greedy one
+BEST_PAIRS = 3
 
 
 @dataclass
@@ -61,28 +63,51 @@ def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float, alpha: float = 0.0
     return coef / norms
 
 
-def _forward(a: np.ndarray, y: np.ndarray, max_terms: int) -> list[tuple[int, ...]]:
+def _forward(a: np.ndarray, y: np.ndarray, max_terms: int, start: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
     """Forward stepwise selection: at each step the column that lowers the squared error most, found
-    exactly by keeping every column orthogonalised against the chosen ones."""
+    exactly by keeping every column orthogonalised against the chosen ones; from the columns ``start``
+    (whose support is the first of the path) if given."""
     q = a.copy()
     r = y.copy()
     chosen: list[int] = []
     out = []
     col_norm0 = np.einsum("ij,ij->j", a, a)
-    for _ in range(min(max_terms, a.shape[1])):
+    for step in range(min(max_terms, a.shape[1])):
         norms = np.einsum("ij,ij->j", q, q)
         usable = norms > 1e-10 * np.maximum(col_norm0, 1e-300)
         usable[chosen] = False
         if not usable.any():
             break
-        gain = np.where(usable, (q.T @ r) ** 2 / np.where(usable, norms, 1.0), -1.0)
-        j = int(np.argmax(gain))
+        if step < len(start):
+            j = start[step]
+            if not usable[j]:
+                return out
+        else:
+            gain = np.where(usable, (q.T @ r) ** 2 / np.where(usable, norms, 1.0), -1.0)
+            j = int(np.argmax(gain))
         unit = q[:, j] / np.sqrt(norms[j])
         r = r - unit * (unit @ r)
         q = q - np.outer(unit, unit @ q)
         chosen.append(j)
-        out.append(tuple(sorted(chosen)))
+        if len(chosen) >= len(start):
+            out.append(tuple(sorted(chosen)))
     return out
+
+
+def _best_pairs(a: np.ndarray, y: np.ndarray, top: int) -> list[tuple[int, int]]:
+    """The ``top`` pairs of (unit-norm) columns that explain the most of ``y``, all pairs compared
+    exactly: greedy forward selection misses a two-term law whose terms are each a poor fit alone."""
+    m = a.shape[1]
+    if m < 2:
+        return []
+    g = a.T @ a
+    b = a.T @ y
+    det = 1.0 - g**2
+    with np.errstate(all="ignore"):
+        explained = (b[:, None] ** 2 + b[None, :] ** 2 - 2.0 * g * b[:, None] * b[None, :]) / det
+    explained[~np.triu(det > 1e-8, k=1)] = -np.inf
+    flat = np.argsort(explained, axis=None)[::-1][:top]
+    return [tuple(int(v) for v in np.unravel_index(k, (m, m))) for k in flat if np.isfinite(explained.flat[k])]
 
 
 def _backward(a: np.ndarray, y: np.ndarray, max_terms: int) -> list[tuple[int, ...]]:
@@ -118,6 +143,10 @@ def component_path(theta: np.ndarray, y: np.ndarray, max_terms: int = 8) -> list
     a = theta / norms
     forward = _forward(a, y, max(max_terms, BACKWARD_FROM if a.shape[1] > BACKWARD_FROM else max_terms))
     supports = {s for s in forward if len(s) <= max_terms}
+    # every pair compared exactly, the best few grown forward: the greedy path's first pick can be a
+    # term that no sparse law holds
+    for pair in _best_pairs(a, y, BEST_PAIRS):
+        supports |= set(_forward(a, y, max_terms, start=pair))
     if a.shape[1] <= BACKWARD_FROM:
         supports |= set(_backward(a, y, max_terms))
         for threshold in STLSQ_THRESHOLDS:

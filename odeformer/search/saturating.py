@@ -1,7 +1,8 @@
 """Proposal source: libraries with fitted nonlinear parameters, the building blocks polynomials only
 approximate. Saturations ``x/(K + x)`` (Michaelis-Menten, Monod, Holling II, also ``y*x/(K + x)``),
 Hill activation ``x**n/(K**n + x**n)`` and repression ``1/(K**n + x**n)`` for n = 1..4, ``exp(c*x)``,
-``tanh(c*x)`` and ``sqrt(x)``. K and c are scanned over a grid scaled to each variable's range (each
+``tanh(c*x)``, ``sqrt(x)`` and the fractional powers of allometric and surface laws (``x**(2/3)``,
+``x**(3/4)``...). K and c are scanned over a grid scaled to each variable's range (each
 value one column); the regression picks the value that fits the derivatives best, and the refit then
 tunes it on the trajectories. Only terms the allowed operators can write are offered."""
 
@@ -17,6 +18,8 @@ from odeformer.search.sparse import LibrarySource
 
 #: K (and 1/c) as multiples of a variable's median magnitude
 SCALES = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: exponents of positive variables besides 1/2 (von Bertalanffy's 2/3, Kleiber's 3/4, Torricelli's 3/2)
+FRACTIONAL_POWERS = ("1/3", "2/3", "3/4", "4/3", "3/2")
 
 
 def saturating_terms(x: np.ndarray, ops: set[str]) -> list[Term]:
@@ -41,6 +44,7 @@ def saturating_terms(x: np.ndarray, ops: set[str]) -> list[Term]:
                         out += [Term(("div", ("mul", var_name(j), v), ("add", CONST, v)), (kn,))
                                 for j in range(d) if j != i]
             out.append(Term(("sqrt", v)))
+            out += [Term(("pow", v, p)) for p in FRACTIONAL_POWERS]
         for s in SCALES:
             for sign in (1.0, -1.0):
                 c = sign / (s * spread)
