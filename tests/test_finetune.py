@@ -1,5 +1,6 @@
 """Retraining on a custom grammar: generate -> train --init --grammar -> fit with the new checkpoint."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def test_three_command_workflow_with_a_new_operator(tmp_path, capsys):
     t = np.linspace(0, 10, 50)
     reg = ODERegressor(out, beam_size=4, time_budget_s=5).fit(t, np.arctan(t)[:, None] + 1.0)
     assert reg.equations_ and np.isfinite(reg.equations_[0].r2)
+    # the walkthrough's check runs on the new checkpoint: one line per law, each with a parseable equation
+    spec = importlib.util.spec_from_file_location("atan_laws", ROOT / "examples" / "atan_laws.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main([str(out)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "law found:" in line]
+    assert len(lines) == len(example.LAWS)
+    for line, (text, _, _) in zip(lines, example.LAWS.values()):
+        assert f"dx/dt = {text}" in line and ("law found: yes" in line or "law found: no" in line)
 
 
 def test_derivative_inputs_added_to_a_trained_model_change_nothing_until_trained(tmp_path):
