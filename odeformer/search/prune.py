@@ -92,15 +92,7 @@ def _fold(tree: Tree, consts: list[float], xs: np.ndarray, ts: np.ndarray, rel: 
 
 def _merged(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
     """The tree through SymPy and back, so that products and sums of constants become one."""
-    import sympy as sp
-
-    from data_gen.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
-
-    names = {sp.Symbol(leaf): leaf for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
-    try:
-        return from_sympy(to_sympy(tree, consts), names)
-    except (NotExpressible, TypeError, ValueError):
-        return tree, consts
+    return _through_sympy(tree, consts, lambda expr: expr) or (tree, consts)
 
 
 MAX_EXPANDED_TERMS = 12
@@ -111,15 +103,24 @@ def _expanded(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
     terms, so a negligible one inside a product can be pruned; else the component as it is."""
     import sympy as sp
 
+    def expand(expr):
+        out = sp.expand(expr)
+        n = len(sp.Add.make_args(out))
+        return out if len(signed_terms(tree, consts)) < n <= MAX_EXPANDED_TERMS else None
+
+    return _through_sympy(tree, consts, expand) or (tree, consts)
+
+
+def _through_sympy(tree: Tree, consts: list[float], change) -> tuple[Tree, list[float]] | None:
+    """``tree`` as a SymPy expression, ``change``d, and back (SymPy merges constants on the way); None
+    where ``change`` declines (returns None) or the result cannot be written in the grammar's tokens."""
+    import sympy as sp
+
     from data_gen.expressions import NotExpressible, from_sympy, is_var, leaves, to_sympy
 
     names = {sp.Symbol(leaf): leaf for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
     try:
-        expr = sp.expand(to_sympy(tree, consts))
-        terms = sp.Add.make_args(expr)
-        if len(terms) <= len(signed_terms(tree, consts)) or len(terms) > MAX_EXPANDED_TERMS:
-            return tree, consts
-        new_tree, new_consts = from_sympy(expr, names)
+        expr = change(to_sympy(tree, consts))
+        return None if expr is None else from_sympy(expr, names)
     except (NotExpressible, TypeError, ValueError):
-        return tree, consts
-    return new_tree, new_consts
+        return None
