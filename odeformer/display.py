@@ -1,8 +1,9 @@
 """Equations for people: tidy SymPy expressions, round their constants, typeset them (LaTeX, MathML).
 
 * :func:`tidy` removes the artefacts of decoding and refitting without changing the value:
-  ``1.0*x`` -> ``x``, ``-1.0*x`` -> ``-x``, ``x**1.0`` -> ``x``, ``x**2.0`` -> ``x**2``, ``x + 0.0`` -> ``x``,
-  ``sin(1.0*x)`` -> ``sin(x)``. Constants stay floats: nothing is turned into ``E``, ``pi`` or ``I``.
+  ``1.0*x`` -> ``x``, ``-1.0*x`` -> ``-x``, ``x**1.0`` -> ``x``, ``x**2.0`` -> ``x**2``,
+  ``x**0.666666666666667`` -> ``x**(2/3)``, ``x + 0.0`` -> ``x``, ``sin(1.0*x)`` -> ``sin(x)``. Constants
+  stay floats: nothing is turned into ``E``, ``pi`` or ``I``.
 * :func:`rounded` rounds every constant to a number of significant digits (4 by default) for display;
   the exact strings (``Candidate.rhs``) keep full precision.
 * :func:`latex_rhs` and :func:`mathml_rhs` give ``{variable: text}`` keyed like ``rhs``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 import sympy as sp
 
@@ -40,8 +42,11 @@ def tidy(expr: sp.Expr) -> sp.Expr:
         return sp.Add(*kept) if kept else sp.Float(0.0)
     if isinstance(expr, sp.Pow):
         base, exp = args
-        if isinstance(exp, sp.Float) and float(exp).is_integer() and abs(float(exp)) <= 64:
-            exp = sp.Integer(int(float(exp)))
+        if isinstance(exp, sp.Float) and abs(float(exp)) <= 64:
+            # exponents are the grammar's rational literals; SymPy turns them into floats on the way
+            r = Fraction(float(exp)).limit_denominator(12)
+            if abs(float(r) - float(exp)) <= 1e-12 * max(1.0, abs(float(exp))):
+                exp = sp.Rational(r.numerator, r.denominator)
         if exp == 1:
             return base
         return sp.Pow(base, exp)

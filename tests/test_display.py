@@ -19,6 +19,13 @@ def test_tidy_drops_unit_factors_and_powers_keeping_floats():
     assert not display.tidy(F(2.718281828459045) * x).has(sp.E, sp.pi, sp.I)
 
 
+def test_rational_exponents_come_back_from_floats():
+    e = F(1.2) * x ** F(0.666666666666667) - F(0.5) * x + y ** F(1.5) + x ** F(0.7071)
+    out = display.tidy(e)
+    assert out == F(1.2) * x ** sp.Rational(2, 3) - F(0.5) * x + y ** sp.Rational(3, 2) + x ** F(0.7071)
+    assert sp.sstr(out, full_prec=False) == "1.2*x**(2/3) + x**0.7071 - 0.5*x + y**(3/2)"
+
+
 def test_rounded_to_four_significant_digits():
     e = F(0.960533834769782) * omega - F(12345.678) * x + F(1.00003) * y
     assert sp.sstr(display.rounded(e), full_prec=False) == "0.9605*omega - 1.235e+4*x + y"
