@@ -42,8 +42,7 @@ def truth_score(system: dict, t, x, reg: ODERegressor) -> float | None:
     xs, ts = problem.norm.x_scale, problem.norm.t_scale
     scaled = {s: s * float(xs[i]) for i, s in enumerate(symbols)}
     components, constants = [], []
-    for i, text in enumerate(system["substituted"][0]):
-        law = sp.parse_expr(text, {str(s): s for s in symbols})  # the benchmark's own file, not user input
+    for i, law in enumerate(ob.parse_system(system["substituted"][0], dim)):
         tree, consts = from_sympy(sp.expand(law.xreplace(scaled) / float(xs[i]) / ts), names)
         components.append(tree)
         constants += consts
