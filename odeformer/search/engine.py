@@ -23,7 +23,7 @@ REFIT_UNTIL = 0.85
 #: noisy data the priors that order them are less sure (Lotka-Volterra at 5% noise with half the points
 #: dropped was the 13th), so more are refitted there
 MAX_LIBRARY_REFITS = 8
-MAX_NOISY_LIBRARY_REFITS = 16
+MAX_NOISY_LIBRARY_REFITS = 24
 
 
 def _as_is(components, constants, problem: Problem, deadline: float = np.inf) -> Fit:

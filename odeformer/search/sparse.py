@@ -45,7 +45,7 @@ class LibrarySource:
     """Base of the library sources; subclasses say which libraries to regress on."""
 
     name = "library"
-    #: proposals passed on at most (the engine refits at most 8 of all sources' on clean data, 16 on noisy)
+    #: proposals passed on at most (the engine refits at most 8 of all sources' on clean data, 24 on noisy)
     max_candidates = 16
     #: its terms hold inner constants from a scanned grid
     scanned = False
