@@ -19,6 +19,7 @@ import sympy as sp
 from scipy.integrate import solve_ivp
 
 from odeformer import ODERegressor
+from odeformer.metrics import r2_score
 
 X = sp.Symbol("x")
 #: name: (law as SymPy text, initial state of the data, new initial state for generalisation)
@@ -62,7 +63,7 @@ def main(checkpoints: list[str]) -> None:
                 with warnings.catch_warnings():  # overflow in an approximant that leaves the data's range
                     warnings.simplefilter("ignore", RuntimeWarning)
                     pred = model.predict(T, [x0_new])
-                r2 = 1.0 - float(np.sum((pred - truth) ** 2) / np.sum((truth - truth.mean()) ** 2))
+                r2 = r2_score(truth, pred)
             except Exception:  # the equation does not integrate from the new state
                 r2 = float("nan")
             shown = rhs if len(rhs) <= 90 else rhs[:87] + "..."

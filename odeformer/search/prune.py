@@ -23,8 +23,7 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
                       rel: float = 1e-3) -> tuple[tuple[Tree, ...], list[float]] | None:
     """The system without the additive terms that contribute less than ``rel`` of their component's
     largest value on the data (left over from a regression that fitted noise); None if none are."""
-    ts = np.concatenate([t for t, _ in data])
-    xs = np.concatenate([x for _, x in data])
+    ts, xs = _pooled(data)
     new_comps, new_consts, dropped = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
         pieces = signed_terms(*_expanded(comp, mine))
@@ -45,6 +44,11 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
     return (tuple(new_comps), new_consts) if dropped else None
 
 
+def _pooled(data: Sequence[Trajectory]) -> tuple[np.ndarray, np.ndarray]:
+    """All trajectories' times and states, one after another."""
+    return np.concatenate([t for t, _ in data]), np.concatenate([x for _, x in data])
+
+
 #: relative spreads on the data below which a part of an expression counts as a constant; constants are
 #: refitted again afterwards (``atan(122*x + 290)`` became ``atan(18579*x + 128520)``), so a bolder one too
 CONSTANT_SPREADS = (1e-4, 1e-2)
@@ -55,8 +59,7 @@ def fold_constant_parts(components: Sequence[Tree], consts: Sequence[float], dat
     """The system with each largest part of a component (not the component itself) that is a function of
     the state or time but spreads less than ``rel`` of its magnitude over the data replaced by its mean,
     the products of constants this leaves merged by SymPy; None if no part is constant."""
-    ts = np.concatenate([t for t, _ in data])
-    xs = np.concatenate([x for _, x in data])
+    ts, xs = _pooled(data)
     new_comps, new_consts, folded = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
         tree, values = _fold(comp, list(mine), xs, ts, rel, root=True)
@@ -73,11 +76,11 @@ def _fold(tree: Tree, consts: list[float], xs: np.ndarray, ts: np.ndarray, rel: 
     """``tree`` (with its constants in prefix order) with its constant parts folded, outermost first."""
     if isinstance(tree, str):
         return tree, consts
-    with np.errstate(all="ignore"):
-        value = np.broadcast_to(evaluate(tree, xs, ts, consts), len(ts))
-    if np.all(np.isfinite(value)):
+    if not root:
+        with np.errstate(all="ignore"):
+            value = np.broadcast_to(evaluate(tree, xs, ts, consts), len(ts))
         scale = float(np.max(np.abs(value)))
-        if not root and scale > 0 and float(np.ptp(value)) <= rel * scale:
+        if np.isfinite(scale) and scale > 0 and float(np.ptp(value)) <= rel * scale:
             return CONST, [float(np.mean(value))]
     children, out_consts, start, changed = [], [], 0, False
     for child in tree[1:]:
