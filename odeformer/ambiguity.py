@@ -33,11 +33,10 @@ import numpy as np
 
 from odeformer.search.candidate import Candidate, form
 from odeformer.search.problem import Problem
+from odeformer.search.ranking import MARGIN_NATS
 from odeformer.search.refit import simulate_many
 from odeformer.validation import InputError
 
-#: candidates within this many nats of the best criterion are close (BIC scale: a Bayes factor of e^5)
-MARGIN_NATS = 10.0
 #: the probe box: each variable's observed range widened by this share of its width on each side
 WIDEN = 1.0
 #: sigma of a variable is at least this share of its observed spread: on clean data the estimated noise

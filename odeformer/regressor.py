@@ -25,6 +25,7 @@ from odeformer import ambiguity, display
 from odeformer import checkpoint as ckpt
 from odeformer.search import Candidate, Problem, Search
 from odeformer.search.forcing import Forcing
+from odeformer.search.local import LocalSearch
 from odeformer.search.saturating import Saturating
 from odeformer.search.sparse import SparseRegression
 from odeformer.search.transformer import TransformerProposals
@@ -102,7 +103,8 @@ class ODERegressor:
         made = {"transformer": lambda: TransformerProposals(self.model_, self.beam_size, self.decoding,
                                                             self.temperature, self.seed, self.device),
                 "sparse": SparseRegression, "saturating": Saturating, "forcing": Forcing}
-        return Search([made[name]() for name in SOURCES if name in self.sources], refit=self.refit, top_k=self.top_k)
+        return Search([made[name]() for name in SOURCES if name in self.sources], refit=self.refit, top_k=self.top_k,
+                      local=LocalSearch())
 
     def fit(self, t, x, variables: Sequence[str] | None = None) -> ODERegressor:
         """Fit one trajectory (``t`` (n,), ``x`` (n,) or (n, d)) or several (lists of those)."""

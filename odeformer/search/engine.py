@@ -13,6 +13,7 @@ import numpy as np
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
+from odeformer.search.local import LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
@@ -46,10 +47,14 @@ class ProposalSource(Protocol):
 class Search:
     """Runs the sources in order (later ones see earlier proposals), refits, ranks; see the module doc."""
 
-    def __init__(self, sources: Sequence[ProposalSource], refit: bool = True, top_k: int = 5):
+    def __init__(self, sources: Sequence[ProposalSource], refit: bool = True, top_k: int = 5,
+                 local: LocalSearch | None = None, max_evaluations: int | None = None):
         self.sources = list(sources)
         self.refit = refit  # off: rank the proposals' constants as they are (the ablation)
         self.top_k = top_k
+        self.local = local  # None: no local search
+        #: trajectory refits the local search may spend (None: only the clock limits it); deterministic
+        self.max_evaluations = max_evaluations
 
     def propose(self, problem: Problem) -> list[Proposal]:
         """Every source's proposals that the allowed operators can write, each skeleton once; the
@@ -74,7 +79,8 @@ class Search:
         """The ranked candidates (best first, at most ``top_k``)."""
         refit_deadline = problem.by(REFIT_UNTIL)
         candidates: list[Candidate] = []
-        for p in self.propose(problem):
+        proposals = self.propose(problem)
+        for p in proposals:
             exact = [c for c in candidates if c.exact]
             if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
                 continue  # it cannot fit better than a candidate at the floor, only cost more
@@ -93,6 +99,13 @@ class Search:
                 candidates.append(cand)
         candidates.sort(key=lambda c: -c.score)
         candidates += self._pruned(problem, candidates[:3], refit_deadline)
+        if self.local is not None and candidates and self.refit:
+            def evaluate(components, constants, tuned):
+                fit = self._fit(components, constants, problem, refit_deadline, derivative_stage=tuned)
+                return _evaluated(problem, fit, self.local.name)
+
+            candidates += self.local.climb(problem, candidates, proposals, evaluate, refit_deadline,
+                                           self.max_evaluations)
         candidates.sort(key=lambda c: -c.score)
         candidates = distinct(candidates)[: self.top_k]
         if self.refit:

@@ -26,7 +26,7 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
     ts, xs = _pooled(data)
     new_comps, new_consts, dropped = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
-        pieces = signed_terms(*_expanded(comp, mine))
+        pieces = signed_terms(*expanded(comp, mine))
         with np.errstate(all="ignore"):
             values = [np.broadcast_to(evaluate(tree, xs, ts, c), len(ts)) * sign for sign, tree, c in pieces]
         total = np.max(np.abs(np.sum(values, axis=0))) if values else 0.0
@@ -101,7 +101,7 @@ def _merged(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
 MAX_EXPANDED_TERMS = 12
 
 
-def _expanded(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
+def expanded(tree: Tree, consts: list[float]) -> tuple[Tree, list[float]]:
     """The component multiplied out (``x*(a*x + b)`` -> ``a*x**2 + b*x``) when that gives separate
     terms, so a negligible one inside a product can be pruned; else the component as it is."""
     import sympy as sp

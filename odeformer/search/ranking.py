@@ -39,6 +39,10 @@ TIME_COST = 2.0
 #: differences are the integrators' tolerances (ours, and whatever produced the data), not the law
 FLOOR_SHARE = 0.1
 PRECISION = 1e-3
+#: a gap this many nats wide is evidence (a Bayes factor of e^5 ~ 150, "very strong" on Kass and
+#: Raftery's scale); a narrower one is not: candidates within it are close (odeformer/ambiguity.py), and
+#: a local search edit must win by it (local.py)
+MARGIN_NATS = 10.0
 
 
 def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes: int, time_terms: int = 0) -> float:

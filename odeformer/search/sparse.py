@@ -23,6 +23,7 @@ from odeformer.search.library import (
     signed_terms,
     unique,
 )
+from odeformer.search.linear import integrated
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.refit import fit_derivatives
@@ -122,20 +123,7 @@ def integral_form(problem: Problem, terms: list[Term]) -> tuple[np.ndarray, np.n
     per trajectory (the unknown starting values); the noise stays the measurement's own instead of being
     divided by a time step. Returns (columns, targets (n, d), the terms of the columns)."""
     theta, usable = library_matrix(terms, *problem.integration_points)
-    return _integrated(problem, theta), problem.integration_targets, usable
-
-
-def _integrated(problem: Problem, theta: np.ndarray) -> np.ndarray:
-    """Columns given on the pooled integration grid, integrated (cumulative Simpson) from each
-    trajectory's start to its fitting points and centred per trajectory."""
-    from scipy.integrate import cumulative_simpson
-
-    cols, start = [], 0
-    for fine, _, at in problem.integration_grid:
-        block = cumulative_simpson(theta[start:start + len(fine)], x=fine, axis=0, initial=0.0)[at]
-        cols.append(block - block.mean(axis=0))
-        start += len(fine)
-    return np.concatenate(cols)
+    return integrated(problem, theta), problem.integration_targets, usable
 
 
 def _integral_bic(components, constants, problem: Problem, mult: float) -> float:
@@ -158,7 +146,7 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
             theta = np.stack(terms, axis=1)
             if not np.all(np.isfinite(theta)):
                 return np.inf
-            a = _integrated(problem, theta)
+            a = integrated(problem, theta)
             coef, *_ = np.linalg.lstsq(a, y, rcond=None)
             y = y - a @ coef
         total += n * np.log(max(float(y @ y), 1e-300) / n)

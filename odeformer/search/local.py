@@ -1,0 +1,234 @@
+"""Local search around the best candidates: edits of one component at a time, screened by a cheap
+linear fit (``linear.py``), the most promising refitted on the trajectories and ranked by the criterion.
+It climbs while the criterion improves (anytime: the best so far is always ranked), from each of the
+best few candidates in turn.
+
+The edits of a component (its additive terms, each without its coefficient):
+
+- drop a term; add a term from the libraries (polynomial, the grammar's unary terms) or from any
+  proposal (the transformer's, the saturating and forcing sources');
+- rewrite a term at one node: a unary operator swapped for another (``cos`` -> ``sin``), a variable
+  replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable;
+- replace the whole component by the same component of another proposal (proposals mixed across
+  components), and every component's best edit at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_gen.expressions import CONST, UNARY_OPS, Tree, is_var, n_constants, split_constants, var_name
+from odeformer.search.candidate import Candidate
+from odeformer.search.library import Term, grammar_terms
+from odeformer.search.linear import LinearFits, component_terms
+from odeformer.search.problem import Problem
+from odeformer.search.proposal import Proposal
+from odeformer.search.prune import expanded
+from odeformer.search.ranking import MARGIN_NATS
+
+#: unary operators a swap may put in place of another (``neg`` is a sign; ``abs`` makes kinks that
+#: imitate noise)
+SWAPPABLE = tuple(op for op in UNARY_OPS if op not in ("neg", "abs"))
+#: operators through which a variable may still become a motif: a motif inside a transcendental function
+#: (``tanh(exp(c*x))``) is an approximant's trick, not a law's shape
+ARITHMETIC = ("add", "sub", "mul", "div")
+#: a component with more terms than this is not grown further
+MAX_TERMS = 10
+
+Components = tuple[tuple[Term | None, ...], ...]
+
+
+@dataclass
+class Edit:
+    components: Components
+    gain: float  # the cheap criterion's decrease (nats), summed over the edited components
+    tuned: bool  # it holds inner constants set by a motif, to be tuned before the trajectory fit
+
+
+def motifs(problem: Problem) -> dict[str, list[tuple[Tree, tuple[float, ...]]]]:
+    """What each variable may become: a saturation, a sine or cosine, an exponential, a product with a
+    variable, another variable; inner constants scaled to the variable's range."""
+    _, x = problem.fit_points
+    out = {}
+    for j in range(problem.dim):
+        v, xj = var_name(j), x[:, j]
+        mid = float(np.median(np.abs(xj))) or 1.0
+        spread = float(np.ptp(xj)) or mid
+        options: list[tuple[Tree, tuple[float, ...]]] = [(("sin", v), ()), (("cos", v), ())]
+        if xj.min() > 0:
+            options.append((("div", v, ("add", CONST, v)), (mid,)))
+        options += [(("exp", ("mul", CONST, v)), (s / spread,)) for s in (1.0, -1.0)]
+        options += [(("mul", v, var_name(k)), ()) for k in range(problem.dim)]
+        options += [(var_name(k), ()) for k in range(problem.dim) if k != j]
+        out[v] = options
+    return out
+
+
+def rewrites(tree: Tree, consts: tuple[float, ...], ops: set[str], motif: dict) -> list[tuple[Tree, tuple, bool]]:
+    """Every tree that differs from ``tree`` at one node (see the module doc), with its constants and
+    whether a motif brought new inner constants."""
+    from data_gen.expressions import operators
+
+    out: list[tuple[Tree, tuple, bool]] = []
+    if isinstance(tree, str):
+        if is_var(tree):
+            out += [(m, c, bool(c)) for m, c in motif.get(tree, []) if operators(m) <= ops]
+        return out
+    if tree[0] in SWAPPABLE:
+        out += [((u, tree[1]), consts, False) for u in SWAPPABLE if u != tree[0] and u in ops]
+    start = 0
+    for ci, child in enumerate(tree[1:]):
+        k = n_constants(child)
+        inner = motif if tree[0] in ARITHMETIC else {}
+        for new, new_c, tuned in rewrites(child, consts[start:start + k], ops, inner):
+            out.append(((*tree[:ci + 1], new, *tree[ci + 2:]), consts[:start] + new_c + consts[start + k:], tuned))
+        start += k
+    return out
+
+
+def as_terms(components: Sequence[Tree], constants: Sequence[float]) -> Components:
+    """A system as additive terms per component (products multiplied out where that separates terms)."""
+    return tuple(component_terms(*expanded(comp, list(cs)))
+                 for comp, cs in zip(components, split_constants(components, list(constants))))
+
+
+class LocalSearch:
+    """Hill climbing on the criterion from the best ``starts`` candidates: every edit of the current
+    system is screened, and they are refitted on the trajectories in order of promise (components taking
+    turns) until one improves the criterion, from which the climb goes on; ``patience`` refits in a row
+    without improvement end a start. A step must improve the criterion by ``margin`` nats: the climb
+    tries many systems, and on noisy data the best of many wrong ones beats the law by a few nats by
+    chance (a sine for a line at 5% noise won by 3). Only the steps taken are returned."""
+
+    name = "local"
+
+    def __init__(self, starts: int = 3, patience: int = 8, margin: float = MARGIN_NATS):
+        self.starts, self.patience, self.margin = starts, patience, margin
+
+    def climb(self, problem: Problem, candidates: list[Candidate], proposals: list[Proposal],
+              evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None], until: float,
+              max_evaluations: int | None = None) -> list[Candidate]:
+        """The candidates the climb stepped to. ``evaluate`` refits a system (components, constants,
+        whether inner constants need tuning) on the trajectories and ranks it; the climb stops at the clock
+        time ``until``, after ``max_evaluations`` of them, or when no start can be improved."""
+        fits = LinearFits(problem)
+        # a climb from a lower start that ends just above the best so far is no evidence against it
+        best = max(c.score for c in candidates)
+
+        def kept(found: list[Candidate]) -> list[Candidate]:
+            return [c for c in found if not best < c.score <= best + self.margin]
+
+        library = self._library(problem, proposals)
+        pool = self._alternatives(problem, proposals, candidates)
+        motif = motifs(problem)
+        seen: set = set()
+        visited: list[Candidate] = []
+        count = 0
+        starts, forms = [], set()
+        for cand in sorted(candidates, key=lambda c: -c.score):
+            if len(starts) >= self.starts:
+                break
+            terms = as_terms(cand.fit.components, cand.fit.constants)
+            if terms not in forms:
+                forms.add(terms)
+                starts.append((cand, terms))
+        for cand, current in starts:
+            seen.add(current)
+            misses = 0
+            edits = self._edits(problem, fits, current, library, pool, motif, seen)
+            while edits and misses < self.patience:
+                if time.monotonic() > until or (max_evaluations is not None and count >= max_evaluations):
+                    return kept(visited)
+                edit = edits.pop(0)
+                if edit.components in seen:
+                    continue
+                seen.add(edit.components)
+                count += 1
+                system = _system(fits, edit.components)
+                new = evaluate(*system, edit.tuned) if system is not None else None
+                if new is None or new.score <= cand.score + self.margin:
+                    misses += 1
+                    continue
+                visited.append(new)
+                cand, current, misses = new, edit.components, 0  # climb from the better system
+                edits = self._edits(problem, fits, current, library, pool, motif, seen)
+        return kept(visited)
+
+    def _library(self, problem: Problem, proposals: list[Proposal]) -> list[Term]:
+        """Terms an edit may add: polynomial and unary terms of the state, and every proposal's terms."""
+        degree = 3 if problem.dim <= 2 else 2
+        out = {t.key: t for t in grammar_terms(problem.dim, problem.operators, False, degree)}
+        for p in proposals:
+            for terms in as_terms(p.components, p.constants):
+                out.update({t.key: t for t in terms if t is not None})
+        return [t for t in out.values() if t.uses_only(problem.operators)]
+
+    def _alternatives(self, problem: Problem, proposals: list[Proposal], candidates: list[Candidate]) -> list[set]:
+        """Per component, the term tuples other proposals and candidates hold for it."""
+        out: list[set] = [set() for _ in range(problem.dim)]
+        systems = [(p.components, p.constants) for p in proposals]
+        systems += [(c.fit.components, c.fit.constants) for c in candidates]
+        for comps, consts in systems:
+            for i, terms in enumerate(as_terms(comps, consts)):
+                out[i].add(terms)
+        return out
+
+    def _edits(self, problem: Problem, fits: LinearFits, current: Components, library: list[Term],
+               pool: list[set], motif: dict, seen: set) -> list[Edit]:
+        """Every single-component edit of ``current`` not yet tried, best cheap gain first, and the
+        system with every component's best edit at once."""
+        per_component: list[list[tuple[float, tuple, bool]]] = []
+        for i, terms in enumerate(current):
+            base = fits.fit(terms, i)
+            base_bic = base[1] if base is not None else np.inf
+            options: dict[tuple, bool] = {}
+            for j in range(len(terms)):
+                if len(terms) > 1:
+                    options.setdefault(terms[:j] + terms[j + 1:], False)
+                if terms[j] is not None:
+                    for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, problem.operators, motif):
+                        options.setdefault(terms[:j] + (Term(tree, consts),) + terms[j + 1:], tuned)
+            if len(terms) < MAX_TERMS:
+                have = {t.key if t is not None else None for t in terms}
+                for extra in [*library, None]:
+                    if (extra.key if extra is not None else None) not in have:
+                        options.setdefault((*terms, extra), False)
+            for alt in pool[i]:
+                options.setdefault(alt, False)
+            scored = []
+            for new, tuned in options.items():
+                if new == terms or not new:
+                    continue
+                fitted = fits.fit(new, i)
+                if fitted is not None and np.isfinite(fitted[1]):
+                    scored.append((base_bic - fitted[1], new, tuned))
+            scored.sort(key=lambda s: -s[0])
+            per_component.append(scored)
+        # components take turns, each's most promising edits first: the cheap fit's gains are not
+        # comparable across components (one is explained to the noise, another barely)
+        ranked = sorted(((rank, i, e) for i, scored in enumerate(per_component) for rank, e in enumerate(scored)),
+                        key=lambda r: r[:2])
+        edits = [Edit(current[:i] + (new,) + current[i + 1:], gain, tuned) for _, i, (gain, new, tuned) in ranked]
+        tops = [s[0] for s in per_component if s and s[0][0] > 0]
+        if len(tops) > 1:  # every component's best edit at once (components decouple in the cheap fit)
+            joint = tuple(per_component[i][0][1] if per_component[i] and per_component[i][0][0] > 0 else terms
+                          for i, terms in enumerate(current))
+            edits.insert(0, Edit(joint, sum(g for g, _, _ in tops), any(t for _, _, t in tops)))
+        return [e for e in edits if e.components not in seen]
+
+
+def _system(fits: LinearFits, components: Components) -> tuple[tuple[Tree, ...], list[float]] | None:
+    """The system of term tuples with each component's coefficients from its cheap fit."""
+    trees, constants = [], []
+    for i, terms in enumerate(components):
+        fitted = fits.fit(terms, i)
+        if fitted is None:
+            return None
+        tree, values = fits.tree(terms, fitted[0])
+        trees.append(tree)
+        constants += values
+    return tuple(trees), constants
