@@ -99,7 +99,8 @@ class Search:
                 candidates.append(cand)
         candidates.sort(key=lambda c: -c.score)
         candidates += self._pruned(problem, candidates[:3], refit_deadline)
-        if self.local is not None and candidates and self.refit:
+        # a best candidate at the criterion's floor can only be made simpler, which pruning does
+        if self.local is not None and candidates and self.refit and not max(candidates, key=lambda c: c.score).exact:
             def evaluate(components, constants, tuned):
                 fit = self._fit(components, constants, problem, refit_deadline, derivative_stage=tuned)
                 return _evaluated(problem, fit, self.local.name)
