@@ -1,7 +1,12 @@
 """The search: proposals from every source -> constants refitted on the fitting points (the held-out
-fifth unseen) -> ranked by the criterion (ranking.py) -> the best also tried without negligible terms ->
-the winners refitted on all points. The time budget is shared out: decoding until 40% of it, library
-regressions until 60%, refitting until 85%, then the final simulations."""
+fifth unseen) -> ranked by the criterion (ranking.py) -> the best also tried without negligible terms
+and improved by local search (local.py) -> the winners refitted on all points.
+
+The time budget is a cap, not a schedule: each stage ends when its work is done, and what it leaves
+passes to the next. Caps keep one stage from starving the rest: decoding stops at 40% of the budget,
+library regressions at 60%, refitting and the local search at 85%, before the final simulations. The
+local search ends when the criterion stops improving; a budget beyond 10 s buys proportionally more
+refitted proposals and a longer, wider climb."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import numpy as np
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
-from odeformer.search.local import LocalSearch
+from odeformer.search.local import REFERENCE_BUDGET_S, LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
@@ -64,6 +69,7 @@ class Search:
             proposals += [p for p in source.propose(problem, proposals) if p.uses_only(problem.operators)]
         # the best of each source first (they fail differently), then the rest, each by its prior
         limit = MAX_LIBRARY_REFITS if problem.clean else MAX_NOISY_LIBRARY_REFITS
+        limit = round(limit * max(1.0, problem.time_budget_s / REFERENCE_BUDGET_S))  # a larger budget refits more
         ordered = best_of_each_first([p for p in proposals if p.prior is not None], lambda p: p.source,
                                      lambda p: p.prior)[:limit]
         ordered += [p for p in proposals if p.prior is None]

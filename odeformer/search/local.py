@@ -39,6 +39,11 @@ ARITHMETIC = ("add", "sub", "mul", "div")
 #: a component with more terms than this is not grown further
 MAX_TERMS = 10
 
+#: the time budget (s) at which ``starts`` and ``patience`` apply as given; a larger budget scales both
+#: (anytime: 30 s climbs from three times as many starts, three times as patiently)
+REFERENCE_BUDGET_S = 10.0
+MAX_STARTS = 9
+
 Components = tuple[tuple[Term | None, ...], ...]
 
 
@@ -100,9 +105,10 @@ class LocalSearch:
     """Hill climbing on the criterion from the best ``starts`` candidates: every edit of the current
     system is screened, and they are refitted on the trajectories in order of promise (components taking
     turns) until one improves the criterion, from which the climb goes on; ``patience`` refits in a row
-    without improvement end a start. A step must improve the criterion by ``margin`` nats: the climb
-    tries many systems, and on noisy data the best of many wrong ones beats the law by a few nats by
-    chance (a sine for a line at 5% noise won by 3). Only the steps taken are returned."""
+    without improvement end a start (both scale with the time budget beyond ``REFERENCE_BUDGET_S``). A
+    step must improve the criterion by ``margin`` nats: the climb tries many systems, and on noisy data
+    the best of many wrong ones beats the law by a few nats by chance (a sine for a line at 5% noise won
+    by 3). Only the steps taken are returned."""
 
     name = "local"
 
@@ -128,9 +134,11 @@ class LocalSearch:
         seen: set = set()
         visited: list[Candidate] = []
         count = 0
+        effort = max(1.0, problem.time_budget_s / REFERENCE_BUDGET_S)
+        n_starts, patience = min(round(self.starts * effort), MAX_STARTS), round(self.patience * effort)
         starts, forms = [], set()
         for cand in sorted(candidates, key=lambda c: -c.score):
-            if len(starts) >= self.starts:
+            if len(starts) >= n_starts:
                 break
             terms = as_terms(cand.fit.components, cand.fit.constants)
             if terms not in forms:
@@ -140,7 +148,7 @@ class LocalSearch:
             seen.add(current)
             misses = 0
             edits = self._edits(problem, fits, current, library, pool, motif, seen)
-            while edits and misses < self.patience:
+            while edits and misses < patience:
                 if time.monotonic() > until or (max_evaluations is not None and count >= max_evaluations):
                     return kept(visited)
                 edit = edits.pop(0)
