@@ -95,9 +95,14 @@ def rewrites(tree: Tree, consts: tuple[float, ...], ops: set[str], motif: dict) 
     return out
 
 
+def canonical(terms) -> tuple[Term | None, ...]:
+    """A component's terms in a fixed order, so that one sum is one edit however it was reached."""
+    return tuple(sorted(terms, key=lambda t: "" if t is None else t.key))
+
+
 def as_terms(components: Sequence[Tree], constants: Sequence[float]) -> Components:
     """A system as additive terms per component (products multiplied out where that separates terms)."""
-    return tuple(component_terms(*expanded(comp, list(cs)))
+    return tuple(canonical(component_terms(*expanded(comp, list(cs))))
                  for comp, cs in zip(components, split_constants(components, list(constants))))
 
 
@@ -196,15 +201,15 @@ class LocalSearch:
             options: dict[tuple, bool] = {}
             for j in range(len(terms)):
                 if len(terms) > 1:
-                    options.setdefault(terms[:j] + terms[j + 1:], False)
+                    options.setdefault(canonical(terms[:j] + terms[j + 1:]), False)
                 if terms[j] is not None:
                     for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, problem.operators, motif):
-                        options.setdefault(terms[:j] + (Term(tree, consts),) + terms[j + 1:], tuned)
+                        options.setdefault(canonical(terms[:j] + (Term(tree, consts),) + terms[j + 1:]), tuned)
             if len(terms) < MAX_TERMS:
                 have = {t.key if t is not None else None for t in terms}
                 for extra in [*library, None]:
                     if (extra.key if extra is not None else None) not in have:
-                        options.setdefault((*terms, extra), False)
+                        options.setdefault(canonical((*terms, extra)), False)
             for alt in pool[i]:
                 options.setdefault(alt, False)
             scored = []
