@@ -9,6 +9,8 @@
 - ``refit.py``: constants refitted on derivatives, then on the re-integrated trajectories
 - ``ranking.py``: the noise-aware information criterion on held-out points
 - ``prune.py``: smaller variants of the best candidates
+- ``local.py``: local search around the best candidates (one-component edits, components mixed across
+  proposals), screened by ``linear.py`` (a component's coefficients by linear least squares)
 - ``candidate.py``: a ranked candidate in the user's units; ``engine.py``: :class:`Search`, which runs it all
 
 A new proposal source is one file: a class with a ``name`` and ``propose``, passed to ``Search``.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_gen.expressions import CONST
-from odeformer.search.library import Term, additive_terms, signed_terms, sum_tree
+from odeformer.search.library import Term, additive_terms, signed_terms
 from odeformer.search.problem import Problem
 
 #: per-term penalty multiple of BIC's log n (regression.PENALTIES): derivative estimates and integrals of
@@ -83,7 +83,3 @@ class LinearFits:
         sse = float(r @ r)
         floor = 1e-24 * max(float(y @ y), 1e-300)
         return coef, float(self.n * np.log(max(sse, floor) / self.n) + PENALTY * len(terms) * np.log(self.n))
-
-    def tree(self, terms: tuple[Term | None, ...], coef: np.ndarray):
-        """The component written out: ``sum_j coef_j * term_j`` and its constants."""
-        return sum_tree(terms, coef)

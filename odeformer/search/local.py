@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_gen.expressions import CONST, UNARY_OPS, Tree, is_var, n_constants, split_constants, var_name
+from data_gen.expressions import CONST, UNARY_OPS, Tree, is_var, n_constants, operators, split_constants, var_name
 from odeformer.search.candidate import Candidate
-from odeformer.search.library import Term, grammar_terms
+from odeformer.search.library import Term, grammar_terms, sum_tree
 from odeformer.search.linear import LinearFits, component_terms
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal
@@ -76,8 +76,6 @@ def motifs(problem: Problem) -> dict[str, list[tuple[Tree, tuple[float, ...]]]]:
 def rewrites(tree: Tree, consts: tuple[float, ...], ops: set[str], motif: dict) -> list[tuple[Tree, tuple, bool]]:
     """Every tree that differs from ``tree`` at one node (see the module doc), with its constants and
     whether a motif brought new inner constants."""
-    from data_gen.expressions import operators
-
     out: list[tuple[Tree, tuple, bool]] = []
     if isinstance(tree, str):
         if is_var(tree):
@@ -241,7 +239,7 @@ def _system(fits: LinearFits, components: Components) -> tuple[tuple[Tree, ...],
         fitted = fits.fit(terms, i)
         if fitted is None:
             return None
-        tree, values = fits.tree(terms, fitted[0])
+        tree, values = sum_tree(terms, fitted[0])
         trees.append(tree)
         constants += values
     return tuple(trees), constants
