@@ -72,7 +72,7 @@ def test_forced_system_gets_a_time_dependent_law():
 def test_pruning_multiplies_out_before_dropping_negligible_terms():
     """x*(a*x + b) with a tiny a is the law b*x: the product is expanded so the x**2 term can go."""
     t = np.linspace(0, 10, 100)
-    data = [(t, 3.0 * np.exp(-0.5 * t)[:, None])]
+    data = (t, 3.0 * np.exp(-0.5 * t)[:, None])
     product = ("mul", "x_0", ("add", ("mul", "C", "x_0"), "C"))
     (comp,), consts = prune_small_terms([product], [1.45e-5, -0.5], data)
     assert comp == ("mul", "C", "x_0") and consts == [-0.5]
@@ -87,10 +87,10 @@ def test_a_part_constant_on_the_data_is_folded_into_one_constant():
     t = np.linspace(0, 10, 100)
     x = np.linspace(0.5, 3.0, 100)[:, None]
     comp = ("mul", "C", ("mul", ("atan", ("mul", "C", "x_0")), ("atan", ("add", ("mul", "C", "x_0"), "C"))))
-    (folded,), consts = fold_constant_parts([comp], [1.0, 2.0, 1e-4, -12.24], [(t, x)])
+    (folded,), consts = fold_constant_parts([comp], [1.0, 2.0, 1e-4, -12.24], (t, x))
     assert folded == ("mul", "C", ("atan", ("mul", "C", "x_0")))
     assert np.allclose(consts, [np.arctan(-12.24 + 1e-4 * 1.75), 2.0], rtol=1e-5)
     # an argument that moves over the data is a part of the law and stays
-    assert fold_constant_parts([comp], [1.0, 2.0, 0.5, -1.0], [(t, x)]) is None
+    assert fold_constant_parts([comp], [1.0, 2.0, 0.5, -1.0], (t, x)) is None
     # a whole component is never folded, even where its state hardly moves
-    assert fold_constant_parts([("mul", "C", "x_0")], [0.3], [(t, 5.0 + 1e-9 * x)]) is None
+    assert fold_constant_parts([("mul", "C", "x_0")], [0.3], (t, 5.0 + 1e-9 * x)) is None

@@ -18,7 +18,7 @@ import numpy as np
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
 from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
-from odeformer.search.local import REFERENCE_BUDGET_S, LocalSearch
+from odeformer.search.local import LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
@@ -69,7 +69,7 @@ class Search:
             proposals += [p for p in source.propose(problem, proposals) if p.uses_only(problem.operators)]
         # the best of each source first (they fail differently), then the rest, each by its prior
         limit = MAX_LIBRARY_REFITS if problem.clean else MAX_NOISY_LIBRARY_REFITS
-        limit = round(limit * max(1.0, problem.time_budget_s / REFERENCE_BUDGET_S))  # a larger budget refits more
+        limit = round(limit * problem.budget_scale)  # a larger budget refits more
         ordered = best_of_each_first([p for p in proposals if p.prior is not None], lambda p: p.source,
                                      lambda p: p.prior)[:limit]
         ordered += [p for p in proposals if p.prior is None]
@@ -160,6 +160,6 @@ class Search:
 def _smaller(fit: Fit, problem: Problem) -> Iterator[tuple[tuple, list[float]] | None]:
     """The edits of ``prune.py`` on a fitted candidate, one at a time (None where an edit changes nothing)."""
     for rel in PRUNE_SHARES:
-        yield prune_small_terms(fit.components, fit.constants, problem.fit_data, rel)
+        yield prune_small_terms(fit.components, fit.constants, problem.fit_points, rel)
     for rel in CONSTANT_SPREADS:
-        yield fold_constant_parts(fit.components, fit.constants, problem.fit_data, rel)
+        yield fold_constant_parts(fit.components, fit.constants, problem.fit_points, rel)

@@ -53,6 +53,7 @@ class LinearFits:
             self.targets = problem.derivatives[est] * self.weights
         self.n = len(self.targets)
         self._columns: dict[str | None, np.ndarray | None] = {}
+        self._fits: dict[tuple, tuple[np.ndarray, float] | None] = {}  # the climb asks for one often
 
     def column(self, term: Term | None, i: int) -> np.ndarray | None:
         """The regression column of ``term`` for component ``i`` (None where it is not finite)."""
@@ -70,6 +71,11 @@ class LinearFits:
 
     def fit(self, terms: tuple[Term | None, ...], i: int) -> tuple[np.ndarray, float] | None:
         """Least-squares coefficients of ``terms`` for component ``i`` and the component's BIC."""
+        if (terms, i) not in self._fits:
+            self._fits[terms, i] = self._fit(terms, i)
+        return self._fits[terms, i]
+
+    def _fit(self, terms: tuple[Term | None, ...], i: int) -> tuple[np.ndarray, float] | None:
         cols = [self.column(term, i) for term in terms]
         if any(c is None for c in cols):
             return None

@@ -39,9 +39,8 @@ ARITHMETIC = ("add", "sub", "mul", "div")
 #: a component with more terms than this is not grown further
 MAX_TERMS = 10
 
-#: the time budget (s) at which ``starts`` and ``patience`` apply as given; a larger budget scales both
-#: (anytime: 30 s climbs from three times as many starts, three times as patiently)
-REFERENCE_BUDGET_S = 10.0
+#: starts at most, however large the budget (``Problem.budget_scale`` scales ``starts`` and ``patience``:
+#: 30 s climbs from three times as many starts, three times as patiently)
 MAX_STARTS = 9
 
 Components = tuple[tuple[Term | None, ...], ...]
@@ -50,7 +49,6 @@ Components = tuple[tuple[Term | None, ...], ...]
 @dataclass
 class Edit:
     components: Components
-    gain: float  # the cheap criterion's decrease (nats), summed over the edited components
     tuned: bool  # it holds inner constants set by a motif, to be tuned before the trajectory fit
 
 
@@ -108,7 +106,7 @@ class LocalSearch:
     """Hill climbing on the criterion from the best ``starts`` candidates: every edit of the current
     system is screened, and they are refitted on the trajectories in order of promise (components taking
     turns) until one improves the criterion, from which the climb goes on; ``patience`` refits in a row
-    without improvement end a start (both scale with the time budget beyond ``REFERENCE_BUDGET_S``). A
+    without improvement end a start (both scale with ``Problem.budget_scale``). A
     step must improve the criterion by ``margin`` nats: the climb tries many systems, and on noisy data
     the best of many wrong ones beats the law by a few nats by chance (a sine for a line at 5% noise won
     by 3). Only the steps taken are returned."""
@@ -131,19 +129,21 @@ class LocalSearch:
         def kept(found: list[Candidate]) -> list[Candidate]:
             return [c for c in found if not best < c.score <= best + self.margin]
 
-        library = self._library(problem, proposals)
-        pool = self._alternatives(problem, proposals, candidates)
+        # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
+        proposed = [as_terms(p.components, p.constants) for p in proposals]
+        held = [as_terms(c.fit.components, c.fit.constants) for c in candidates]
+        library = self._library(problem, proposed)
+        pool = self._alternatives(problem, proposed + held)
         motif = motifs(problem)
         seen: set = set()
         visited: list[Candidate] = []
         count = 0
-        effort = max(1.0, problem.time_budget_s / REFERENCE_BUDGET_S)
-        n_starts, patience = min(round(self.starts * effort), MAX_STARTS), round(self.patience * effort)
+        scale = problem.budget_scale
+        n_starts, patience = min(round(self.starts * scale), MAX_STARTS), round(self.patience * scale)
         starts, forms = [], set()
-        for cand in sorted(candidates, key=lambda c: -c.score):
+        for cand, terms in sorted(zip(candidates, held), key=lambda ct: -ct[0].score):
             if len(starts) >= n_starts:
                 break
-            terms = as_terms(cand.fit.components, cand.fit.constants)
             if terms not in forms:
                 forms.add(terms)
                 starts.append((cand, terms))
@@ -169,22 +169,20 @@ class LocalSearch:
                 edits = self._edits(problem, fits, current, library, pool, motif, seen)
         return kept(visited)
 
-    def _library(self, problem: Problem, proposals: list[Proposal]) -> list[Term]:
+    def _library(self, problem: Problem, proposed: list[Components]) -> list[Term]:
         """Terms an edit may add: polynomial and unary terms of the state, and every proposal's terms."""
         degree = 3 if problem.dim <= 2 else 2
         out = {t.key: t for t in grammar_terms(problem.dim, problem.operators, False, degree)}
-        for p in proposals:
-            for terms in as_terms(p.components, p.constants):
+        for system in proposed:
+            for terms in system:
                 out.update({t.key: t for t in terms if t is not None})
         return [t for t in out.values() if t.uses_only(problem.operators)]
 
-    def _alternatives(self, problem: Problem, proposals: list[Proposal], candidates: list[Candidate]) -> list[set]:
-        """Per component, the term tuples other proposals and candidates hold for it."""
+    def _alternatives(self, problem: Problem, systems: list[Components]) -> list[set]:
+        """Per component, the term tuples the proposals and candidates hold for it."""
         out: list[set] = [set() for _ in range(problem.dim)]
-        systems = [(p.components, p.constants) for p in proposals]
-        systems += [(c.fit.components, c.fit.constants) for c in candidates]
-        for comps, consts in systems:
-            for i, terms in enumerate(as_terms(comps, consts)):
+        for system in systems:
+            for i, terms in enumerate(system):
                 out[i].add(terms)
         return out
 
@@ -223,12 +221,12 @@ class LocalSearch:
         # comparable across components (one is explained to the noise, another barely)
         ranked = sorted(((rank, i, e) for i, scored in enumerate(per_component) for rank, e in enumerate(scored)),
                         key=lambda r: r[:2])
-        edits = [Edit(current[:i] + (new,) + current[i + 1:], gain, tuned) for _, i, (gain, new, tuned) in ranked]
+        edits = [Edit(current[:i] + (new,) + current[i + 1:], tuned) for _, i, (_, new, tuned) in ranked]
         tops = [s[0] for s in per_component if s and s[0][0] > 0]
         if len(tops) > 1:  # every component's best edit at once (components decouple in the cheap fit)
             joint = tuple(per_component[i][0][1] if per_component[i] and per_component[i][0][0] > 0 else terms
                           for i, terms in enumerate(current))
-            edits.insert(0, Edit(joint, sum(g for g, _, _ in tops), any(t for _, _, t in tops)))
+            edits.insert(0, Edit(joint, any(t for _, _, t in tops)))
         return [e for e in edits if e.components not in seen]
 
 

@@ -27,6 +27,8 @@ GCV_TOLERANCE = 4.0
 SUBSTEPS = 4
 #: derivative errors below this share of the derivative's spread earn no more weight
 WEIGHT_FLOOR = 1e-5
+#: the time budget (s), the default's, for which the search's stages are sized; a larger one scales them
+REFERENCE_BUDGET_S = 10.0
 
 
 @dataclass
@@ -59,6 +61,12 @@ class Problem:
     @property
     def deadline(self) -> float:
         return self.start + self.time_budget_s
+
+    @property
+    def budget_scale(self) -> float:
+        """How many times the reference budget this fit has (at least 1): the search refits that many
+        times as many library proposals and climbs that much longer (anytime)."""
+        return max(1.0, self.time_budget_s / REFERENCE_BUDGET_S)
 
     def by(self, share: float) -> float:
         """The clock time when ``share`` of the budget is spent."""

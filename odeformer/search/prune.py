@@ -12,18 +12,20 @@ import numpy as np
 
 from data_gen.expressions import CONST, TIME, Tree, evaluate, n_constants, split_constants
 from odeformer.search.library import signed_terms
-from odeformer.search.problem import Trajectory
+
+Points = tuple[np.ndarray, np.ndarray]  # pooled (t (n,), x (n, d))
 
 #: shares of a component below which a term is dropped; a term's share before the final refit can be
 #: off by a few times (the first refit stage fits derivatives), so a bolder cut is tried too
 PRUNE_SHARES = (1e-3, 0.05)
 
 
-def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data: Sequence[Trajectory],
+def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], points: Points,
                       rel: float = 1e-3) -> tuple[tuple[Tree, ...], list[float]] | None:
     """The system without the additive terms that contribute less than ``rel`` of their component's
-    largest value on the data (left over from a regression that fitted noise); None if none are."""
-    ts, xs = _pooled(data)
+    largest value at ``points`` (pooled (t, x), ``Problem.fit_points``: left over from a regression that
+    fitted noise); None if none are."""
+    ts, xs = points
     new_comps, new_consts, dropped = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
         pieces = signed_terms(*expanded(comp, mine))
@@ -44,22 +46,18 @@ def prune_small_terms(components: Sequence[Tree], consts: Sequence[float], data:
     return (tuple(new_comps), new_consts) if dropped else None
 
 
-def _pooled(data: Sequence[Trajectory]) -> tuple[np.ndarray, np.ndarray]:
-    """All trajectories' times and states, one after another."""
-    return np.concatenate([t for t, _ in data]), np.concatenate([x for _, x in data])
-
-
 #: relative spreads on the data below which a part of an expression counts as a constant; constants are
 #: refitted again afterwards (``atan(122*x + 290)`` became ``atan(18579*x + 128520)``), so a bolder one too
 CONSTANT_SPREADS = (1e-4, 1e-2)
 
 
-def fold_constant_parts(components: Sequence[Tree], consts: Sequence[float], data: Sequence[Trajectory],
+def fold_constant_parts(components: Sequence[Tree], consts: Sequence[float], points: Points,
                         rel: float = CONSTANT_SPREADS[0]) -> tuple[tuple[Tree, ...], list[float]] | None:
     """The system with each largest part of a component (not the component itself) that is a function of
-    the state or time but spreads less than ``rel`` of its magnitude over the data replaced by its mean,
-    the products of constants this leaves merged by SymPy; None if no part is constant."""
-    ts, xs = _pooled(data)
+    the state or time but spreads less than ``rel`` of its magnitude at ``points`` (pooled (t, x))
+    replaced by its mean, the products of constants this leaves merged by SymPy; None if no part is
+    constant."""
+    ts, xs = points
     new_comps, new_consts, folded = [], [], False
     for comp, mine in zip(components, split_constants(components, list(consts))):
         tree, values = _fold(comp, list(mine), xs, ts, rel, root=True)

@@ -13,17 +13,16 @@ import itertools
 
 import numpy as np
 
-from data_gen.expressions import CONST, evaluate, split_constants
+from data_gen.expressions import evaluate, split_constants
 from odeformer.search.library import (
     Term,
     additive_terms,
     grammar_terms,
     polynomial_terms,
     product_terms,
-    signed_terms,
     unique,
 )
-from odeformer.search.linear import integrated
+from odeformer.search.linear import component_terms, integrated
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.refit import fit_derivatives
@@ -138,9 +137,8 @@ def _integral_bic(components, constants, problem: Problem, mult: float) -> float
     n = len(targets)
     total = 0.0
     for i, (comp, cs) in enumerate(zip(components, split_constants(components, constants))):
-        terms = [term.column(states, times) for term in additive_terms(comp, cs)]
-        if any(node == CONST for _, node, _ in signed_terms(comp, list(cs))):
-            terms.append(np.ones(len(times)))
+        terms = [np.ones(len(times)) if term is None else term.column(states, times)
+                 for term in component_terms(comp, cs)]
         y = targets[:, i]
         if terms:
             theta = np.stack(terms, axis=1)
