@@ -7,8 +7,8 @@ import sympy as sp
 from scipy.integrate import solve_ivp
 
 from data_gen.expressions import CONST, to_sympy
-from odeformer.search import Problem, Proposal, Search
-from odeformer.search.local import LocalSearch, rewrites
+from odeformer.search import Problem, Proposal, Search, engine
+from odeformer.search.local import Climb, LocalSearch, Motifs, rewrites
 
 OPS = {"add", "sub", "mul", "div", "neg", "sin", "cos", "exp", "pow2", "pow3", "inv", "tanh"}
 NAMES = ["theta", "omega"]
@@ -94,3 +94,61 @@ def test_no_motif_inside_a_transcendental_function():
     out = [new for new, _, _ in rewrites(("tanh", ("mul", CONST, "x_0")), (2.0,), OPS, motif)]
     assert ("tanh", ("mul", CONST, ("exp", ("mul", CONST, "x_0")))) not in out
     assert ("sin", ("mul", CONST, "x_0")) in out
+
+
+def autoactivation() -> list:
+    """x' = 0.6 + 3 x^2/(4 + x^2) - x (a gene activating itself, Hill coefficient 2), two starts."""
+    t = np.linspace(0, 8, 120)
+    rhs = lambda _, y: [0.6 + 3 * y[0] ** 2 / (4 + y[0] ** 2) - y[0]]  # noqa: E731
+    return [(t, solve_ivp(rhs, (0, 8), [x0], t_eval=t, rtol=1e-10, atol=1e-12).y.T) for x0 in (0.2, 4.0)]
+
+
+def test_a_subterm_becomes_a_hill_function():
+    """Seeded only with a polynomial (c + c x^2 + c x), the climb turns the subterm x^2 into the Hill
+    function x^2/(K + x^2), which no variable motif reaches in one step."""
+    seed = (("add", ("add", CONST, ("mul", CONST, ("pow2", "x_0"))), ("mul", CONST, "x_0")),), [0.6, 0.3, -1.0]
+    problem = lambda: Problem(autoactivation(), ["x"], OPS, False, 60.0)  # noqa: E731
+    without = Search([Fixed(seed)]).run(problem())
+    cands = Search([Fixed(seed)], local=LocalSearch()).run(problem())
+    law = sp.parse_expr(cands[0].rhs["x"], local_dict={"x": sp.Symbol("x")})
+    x = sp.Symbol("x")
+    assert cands[0].score > without[0].score + 10 and cands[0].r2 > 0.9999, cands[0].rhs
+    # the same function as the law, not an approximant of it: equal far outside the data
+    for value in (0.0, 1.0, 10.0, 30.0):
+        assert abs(float(law.subs(x, value)) - (0.6 + 3 * value ** 2 / (4 + value ** 2) - value)) < 1e-3, law
+
+
+def test_motifs_of_a_subterm():
+    """A subterm without constants may become a saturation (where it is positive), a sine or an
+    exponential; a subterm with constants, or one with a transcendental function, is left alone."""
+    problem = Problem(pendulum(), NAMES, OPS, False, 10.0)
+    motif = Motifs(problem)
+    square = ("pow2", "x_0")
+    forms = [m for m, _ in motif.get(square)]
+    assert ("div", square, ("add", CONST, square)) in forms and ("sin", square) in forms
+    assert ("exp", ("mul", CONST, square)) in forms
+    assert ("div", "x_0", ("add", CONST, "x_0")) not in [m for m, _ in motif.get("x_0")]  # theta changes sign
+    assert motif.get(("mul", CONST, "x_0")) == [] and motif.get(("sin", "x_0")) == []
+
+
+def test_refitting_and_climbing_take_turns(monkeypatch):
+    """Proposals that do not pay (twelve laws where omega has no force, after the linearised pendulum)
+    are put aside for a climb from the best, and refitted after it: both stages get their turn, and the
+    law is found."""
+    linear = (("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, "x_0"))), [-0.3, -4.0])
+    junk = [((("mul", CONST, (u, v)), ("mul", CONST, "x_1")), [0.1, -0.3])
+            for u in ("sin", "cos", "tanh", "exp", "pow2", "pow3") for v in ("x_0", "x_1")]
+    seen_by_climb = []
+    run = Climb.run
+
+    def spy(self, candidates, until):
+        seen_by_climb.append(len(candidates))
+        return run(self, candidates, until)
+
+    monkeypatch.setattr(Climb, "run", spy)
+    monkeypatch.setattr(engine, "REFIT_PATIENCE", 1)  # 6 at this budget, six times the reference one
+    problem = Problem(pendulum(noise=0.02, seed=3), NAMES, OPS, False, 60.0)  # noisy: no law is exact
+    cands = Search([Fixed(linear, *junk)], local=LocalSearch()).run(problem)
+    assert "sin(theta)" in best_omega(cands), best_omega(cands)
+    assert len(seen_by_climb) >= 2 and seen_by_climb[0] < len(junk), seen_by_climb  # climbed before the rest
+    assert seen_by_climb[-1] > len(junk)  # and the rest were refitted after it

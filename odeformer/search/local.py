@@ -8,7 +8,8 @@ The edits of a component (its additive terms, each without its coefficient):
 - drop a term; add a term from the libraries (polynomial, the grammar's unary terms) or from any
   proposal (the transformer's, the saturating and forcing sources');
 - rewrite a term at one node: a unary operator swapped for another (``cos`` -> ``sin``), a variable
-  replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable;
+  replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable,
+  a subterm without constants by a motif (``x**2 -> x**2/(K + x**2)``, a Hill function);
 - replace the whole component by the same component of another proposal (proposals mixed across
   components), and every component's best edit at once.
 """
@@ -21,7 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_gen.expressions import CONST, UNARY_OPS, Tree, is_var, n_constants, operators, split_constants, var_name
+from data_gen.expressions import (
+    CONST,
+    UNARY_OPS,
+    Tree,
+    is_var,
+    n_constants,
+    operators,
+    split_constants,
+    var_name,
+    variables_used,
+)
 from odeformer.search.candidate import Candidate
 from odeformer.search.library import Term, grammar_terms, sum_tree
 from odeformer.search.linear import LinearFits, component_terms
@@ -36,6 +47,9 @@ SWAPPABLE = tuple(op for op in UNARY_OPS if op not in ("neg", "abs"))
 #: operators through which a variable may still become a motif: a motif inside a transcendental function
 #: (``tanh(exp(c*x))``) is an approximant's trick, not a law's shape
 ARITHMETIC = ("add", "sub", "mul", "div")
+#: operators of a subterm that may become a motif (a monomial or a ratio; a motif around a sine is
+#: no law's shape)
+POWERS = {*ARITHMETIC, "neg", "pow2", "pow3", "inv"}
 #: a component with more terms than this is not grown further
 MAX_TERMS = 10
 
@@ -52,32 +66,49 @@ class Edit:
     tuned: bool  # it holds inner constants set by a motif, to be tuned before the trajectory fit
 
 
-def motifs(problem: Problem) -> dict[str, list[tuple[Tree, tuple[float, ...]]]]:
-    """What each variable may become: a saturation, a sine or cosine, an exponential, a product with a
-    variable, another variable; inner constants scaled to the variable's range."""
-    _, x = problem.fit_points
-    out = {}
-    for j in range(problem.dim):
-        v, xj = var_name(j), x[:, j]
-        mid = float(np.median(np.abs(xj))) or 1.0
-        spread = float(np.ptp(xj)) or mid
-        options: list[tuple[Tree, tuple[float, ...]]] = [(("sin", v), ()), (("cos", v), ())]
-        if xj.min() > 0:
-            options.append((("div", v, ("add", CONST, v)), (mid,)))
-        options += [(("exp", ("mul", CONST, v)), (s / spread,)) for s in (1.0, -1.0)]
-        options += [(("mul", v, var_name(k)), ()) for k in range(problem.dim)]
-        options += [(var_name(k), ()) for k in range(problem.dim) if k != j]
-        out[v] = options
-    return out
+class Motifs:
+    """What a variable or a subterm without constants (``x**2``, ``x*y``) may become: a saturation, a
+    sine, an exponential; a variable also a cosine, a product with a variable, or another variable. Inner
+    constants are scaled to the values on the data; a subterm's options are worked out on first use."""
+
+    def __init__(self, problem: Problem):
+        self.t, self.x = problem.fit_points
+        self.dim = problem.dim
+        self._options: dict = {}
+
+    def get(self, tree: Tree, default=()) -> list[tuple[Tree, tuple[float, ...]]]:
+        if tree not in self._options:
+            self._options[tree] = self._of(tree)
+        return self._options[tree]
+
+    def _of(self, tree: Tree) -> list[tuple[Tree, tuple[float, ...]]]:
+        var = isinstance(tree, str) and is_var(tree)
+        if not var and (isinstance(tree, str) or n_constants(tree) or not variables_used(tree)
+                        or not operators(tree) <= POWERS):
+            return []
+        values = Term(tree).column(self.x, self.t)
+        if not np.all(np.isfinite(values)):
+            return []
+        mid = float(np.median(np.abs(values))) or 1.0
+        spread = float(np.ptp(values)) or mid
+        options: list[tuple[Tree, tuple[float, ...]]] = [(("sin", tree), ())]
+        if var:
+            options.append((("cos", tree), ()))
+        if values.min() > 0:
+            options.append((("div", tree, ("add", CONST, tree)), (mid,)))
+        options += [(("exp", ("mul", CONST, tree)), (s / spread,)) for s in (1.0, -1.0)]
+        if var:
+            options += [(("mul", tree, var_name(k)), ()) for k in range(self.dim)]
+            options += [(var_name(k), ()) for k in range(self.dim) if var_name(k) != tree]
+        return options
 
 
-def rewrites(tree: Tree, consts: tuple[float, ...], ops: set[str], motif: dict) -> list[tuple[Tree, tuple, bool]]:
-    """Every tree that differs from ``tree`` at one node (see the module doc), with its constants and
-    whether a motif brought new inner constants."""
-    out: list[tuple[Tree, tuple, bool]] = []
+def rewrites(tree: Tree, consts: tuple[float, ...], ops: set[str],
+             motif: Motifs | dict) -> list[tuple[Tree, tuple, bool]]:
+    """Every tree that differs from ``tree`` at one node or one subterm (see the module doc), with its
+    constants and whether a motif brought new inner constants."""
+    out = [(m, c, bool(c)) for m, c in motif.get(tree, []) if operators(m) <= ops]
     if isinstance(tree, str):
-        if is_var(tree):
-            out += [(m, c, bool(c)) for m, c in motif.get(tree, []) if operators(m) <= ops]
         return out
     if tree[0] in SWAPPABLE:
         out += [((u, tree[1]), consts, False) for u in SWAPPABLE if u != tree[0] and u in ops]
@@ -116,57 +147,95 @@ class LocalSearch:
     def __init__(self, starts: int = 3, patience: int = 8, margin: float = MARGIN_NATS):
         self.starts, self.patience, self.margin = starts, patience, margin
 
+    def begin(self, problem: Problem, proposals: list[Proposal],
+              evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None],
+              max_evaluations: int | None = None) -> Climb:
+        """The climb of one problem, to be resumed as candidates arrive. ``evaluate`` refits a system
+        (components, constants, whether inner constants need tuning) on the trajectories and ranks it;
+        ``max_evaluations`` caps its calls over all resumptions."""
+        return Climb(self, problem, proposals, evaluate, max_evaluations)
+
     def climb(self, problem: Problem, candidates: list[Candidate], proposals: list[Proposal],
               evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None], until: float,
               max_evaluations: int | None = None) -> list[Candidate]:
-        """The candidates the climb stepped to. ``evaluate`` refits a system (components, constants,
-        whether inner constants need tuning) on the trajectories and ranks it; the climb stops at the clock
-        time ``until``, after ``max_evaluations`` of them, or when no start can be improved."""
-        fits = LinearFits(problem)
+        """The candidates one climb from ``candidates`` stepped to, stopping at the clock time ``until``."""
+        return self.begin(problem, proposals, evaluate, max_evaluations).run(candidates, until)
+
+
+class Climb:
+    """One problem's climb. It is resumable: the engine hands it the candidates it has so far, it climbs
+    from the best forms not yet climbed from, and what it tried (and the refits it spent) carries over
+    to the next call, so refitting more proposals and climbing can take turns."""
+
+    def __init__(self, search: LocalSearch, problem: Problem, proposals: list[Proposal],
+                 evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None],
+                 max_evaluations: int | None):
+        self.search, self.problem, self.evaluate, self.max_evaluations = search, problem, evaluate, max_evaluations
+        self.fits = LinearFits(problem)
+        # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
+        self.proposed = [as_terms(p.components, p.constants) for p in proposals]
+        self.library = self._library(problem, self.proposed)
+        self.motif = Motifs(problem)
+        self.held: dict[int, tuple[Candidate, Components]] = {}  # id(candidate) -> it, its terms
+        self.seen: set = set()  # every system evaluated or started from
+        self.climbed: set = set()  # the systems climbed from or stepped to
+        self.count = 0
+        scale = problem.budget_scale
+        self.n_starts = min(round(search.starts * scale), MAX_STARTS)
+        self.patience = round(search.patience * scale)
+
+    def out_of_evaluations(self) -> bool:
+        return self.max_evaluations is not None and self.count >= self.max_evaluations
+
+    def run(self, candidates: list[Candidate], until: float) -> list[Candidate]:
+        """The candidates the climb stepped to from the best ``n_starts`` forms among ``candidates`` it has
+        not climbed from yet; it stops at the clock time ``until``, when the evaluations are spent, or
+        when no start can be improved."""
+        margin = self.search.margin
         # a climb from a lower start that ends just above the best so far is no evidence against it
         best = max(c.score for c in candidates)
 
         def kept(found: list[Candidate]) -> list[Candidate]:
-            return [c for c in found if not best < c.score <= best + self.margin]
+            return [c for c in found if not best < c.score <= best + margin]
 
-        # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
-        proposed = [as_terms(p.components, p.constants) for p in proposals]
-        held = [as_terms(c.fit.components, c.fit.constants) for c in candidates]
-        library = self._library(problem, proposed)
-        pool = self._alternatives(problem, proposed + held)
-        motif = motifs(problem)
-        seen: set = set()
-        visited: list[Candidate] = []
-        count = 0
-        scale = problem.budget_scale
-        n_starts, patience = min(round(self.starts * scale), MAX_STARTS), round(self.patience * scale)
+        for cand in candidates:
+            if id(cand) not in self.held:
+                self.held[id(cand)] = (cand, as_terms(cand.fit.components, cand.fit.constants))
+        pool = self._alternatives(self.problem, self.proposed + [t for _, t in self.held.values()])
         starts, forms = [], set()
-        for cand, terms in sorted(zip(candidates, held), key=lambda ct: -ct[0].score):
-            if len(starts) >= n_starts:
+        for cand in sorted(candidates, key=lambda c: -c.score):
+            terms = self.held[id(cand)][1]
+            if len(forms) >= self.n_starts:
                 break
             if terms not in forms:
                 forms.add(terms)
-                starts.append((cand, terms))
+                if terms not in self.climbed:
+                    starts.append((cand, terms))
+        visited: list[Candidate] = []
         for cand, current in starts:
-            seen.add(current)
+            self.seen.add(current)
+            self.climbed.add(current)
             misses = 0
-            edits = self._edits(problem, fits, current, library, pool, motif, seen)
-            while edits and misses < patience:
-                if time.monotonic() > until or (max_evaluations is not None and count >= max_evaluations):
+            edits = self._edits(self.problem, self.fits, current, self.library, pool, self.motif, self.seen)
+            while edits and misses < self.patience:
+                if time.monotonic() > until or self.out_of_evaluations():
                     return kept(visited)
                 edit = edits.pop(0)
-                if edit.components in seen:
+                if edit.components in self.seen:
                     continue
-                seen.add(edit.components)
-                count += 1
-                system = _system(fits, edit.components)
-                new = evaluate(*system, edit.tuned) if system is not None else None
-                if new is None or new.score <= cand.score + self.margin:
+                self.seen.add(edit.components)
+                self.count += 1
+                system = _system(self.fits, edit.components)
+                new = self.evaluate(*system, edit.tuned) if system is not None else None
+                if new is None or new.score <= cand.score + margin:
                     misses += 1
                     continue
                 visited.append(new)
+                self.held[id(new)] = (new, edit.components)
+                self.climbed.add(edit.components)
                 cand, current, misses = new, edit.components, 0  # climb from the better system
-                edits = self._edits(problem, fits, current, library, pool, motif, seen)
+                edits = self._edits(self.problem, self.fits, current, self.library, pool, self.motif,
+                                           self.seen)
         return kept(visited)
 
     def _library(self, problem: Problem, proposed: list[Components]) -> list[Term]:
@@ -187,7 +256,7 @@ class LocalSearch:
         return out
 
     def _edits(self, problem: Problem, fits: LinearFits, current: Components, library: list[Term],
-               pool: list[set], motif: dict, seen: set) -> list[Edit]:
+               pool: list[set], motif: Motifs, seen: set) -> list[Edit]:
         """Every single-component edit of ``current`` not yet tried, best cheap gain first, and the
         system with every component's best edit at once."""
         per_component: list[list[tuple[float, tuple, bool]]] = []
