@@ -6,6 +6,7 @@
     python bench/odebench.py --suite forced          # 14 textbook non-autonomous systems
     python bench/odebench.py --suite indist --quick  # systems of the default grammar (bench/make_indist.py)
     python bench/odebench.py --clean-only --no-baseline --workers 1 --out bench/results/odebench-ambiguity.json
+    python bench/odebench.py --quick --no-baseline --edit-prior   # the transformer reorders the climb's edits
 
 For each system: integrate the clean trajectories from its two initial conditions on t in [0, 10]
 (LSODA, rtol 1e-5, atol 1e-7, 150 points); corrupt the first (multiplicative noise sigma, a dropped
@@ -364,6 +365,8 @@ def main() -> None:
                    help="only this setting, e.g. 0.05:0.5 (repeatable)")
     p.add_argument("--no-baseline", action="store_true", help="leave PySINDy out")
     p.add_argument("--no-ours", action="store_true", help="run the baseline only")
+    p.add_argument("--edit-prior", action="store_true",
+                   help="the transformer's skeleton log-probability reorders the local search's edits")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -388,7 +391,8 @@ def main() -> None:
         except ImportError:
             print("PySINDy is not installed (pip install -e .[bench]): baseline left out")
     jobs = [{"system": s, "sigma": sg, "drop": dr, "checkpoint": checkpoint, "variant": v,
-             "options": {"beam_size": args.beam_size, "time_budget_s": args.time_budget, **o}}
+             "options": {"beam_size": args.beam_size, "time_budget_s": args.time_budget,
+                         **({"edit_prior": True} if args.edit_prior else {}), **o}}
             for v, o in variants.items() for sg, dr in settings for s in systems]
     from tqdm import tqdm
 

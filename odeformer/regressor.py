@@ -28,7 +28,7 @@ from odeformer.search.forcing import Forcing
 from odeformer.search.local import LocalSearch
 from odeformer.search.saturating import Saturating
 from odeformer.search.sparse import SparseRegression
-from odeformer.search.transformer import TransformerProposals
+from odeformer.search.transformer import TransformerPrior, TransformerProposals
 from odeformer.validation import InputError, check_variable_names, prepare
 
 #: right-hand side evaluations ``predict`` allows before it gives up
@@ -46,8 +46,13 @@ class ODERegressor:
                  time_budget_s: float = 10.0, allowed_operators: Sequence[str] | None = None,
                  refit: bool = True, sources: Sequence[str] = SOURCES, device: str = "cpu",
                  decoding: str = "beam", temperature: float = 0.8, seed: int = 0, experiment: bool = False,
-                 experiment_bounds: dict | None = None, experiment_max_duration: float | None = None):
+                 experiment_bounds: dict | None = None, experiment_max_duration: float | None = None,
+                 edit_prior: bool = False):
         self.checkpoint = checkpoint
+        # the transformer's log-probability of each edited skeleton reorders the local search's edits;
+        # off by default: with the shipped weights it changed no quick-ODEBench or forced result and cost
+        # a fifth more time (docs/inference.md, step 7)
+        self.edit_prior = bool(edit_prior)
         self.beam_size = beam_size  # with decoding="sample": the number of samples per group
         if decoding not in ("beam", "sample"):
             raise ValueError(f"decoding: choose 'beam' or 'sample', got {decoding!r}")
@@ -104,7 +109,7 @@ class ODERegressor:
                                                             self.temperature, self.seed, self.device),
                 "sparse": SparseRegression, "saturating": Saturating, "forcing": Forcing}
         return Search([made[name]() for name in SOURCES if name in self.sources], refit=self.refit, top_k=self.top_k,
-                      local=LocalSearch())
+                      local=LocalSearch(prior=TransformerPrior(self.model_, self.device) if self.edit_prior else None))
 
     def fit(self, t, x, variables: Sequence[str] | None = None) -> ODERegressor:
         """Fit one trajectory (``t`` (n,), ``x`` (n,) or (n, d)) or several (lists of those)."""

@@ -152,3 +152,41 @@ def test_refitting_and_climbing_take_turns(monkeypatch):
     assert "sin(theta)" in best_omega(cands), best_omega(cands)
     assert len(seen_by_climb) >= 2 and seen_by_climb[0] < len(junk), seen_by_climb  # climbed before the rest
     assert seen_by_climb[-1] > len(junk)  # and the rest were refitted after it
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from odeformer import checkpoint as ckpt
+
+    return ckpt.load(ckpt.default_path(), "cpu")
+
+
+def test_the_transformer_prior_scores_skeletons(shipped):
+    """A skeleton's log-probability: negative, the same alone as in a batch with longer systems (the
+    padding counts for nothing), nan where the model cannot write the system."""
+    from odeformer.search.transformer import TransformerPrior
+
+    prior = TransformerPrior(shipped).for_problem(Problem(pendulum(), NAMES, OPS, False, 10.0))
+    law = ("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, ("sin", "x_0"))))
+    longer = ("x_1", ("add", law[1], ("mul", CONST, ("pow3", "x_0"))))
+    too_long = law
+    for _ in range(60):  # a sum longer than the model decodes
+        too_long = ("x_1", ("add", too_long[1], ("mul", CONST, "x_0")))
+    alone = prior.log_prob([(law, [-0.3, -4.0])])
+    lp = prior.log_prob([(longer, [-0.3, -4.0, 0.1]), (law, [-0.3, -4.0]), (("x_1", ("gamma", "x_0")), []),
+                         (too_long, [1.0] * 62)])
+    assert np.isfinite(lp[:2]).all() and (lp[:2] < 0).all() and abs(lp[1] - alone[0]) < 1e-4, (lp, alone)
+    assert np.isnan(lp[2]) and np.isnan(lp[3]), lp
+
+
+def test_the_climb_with_the_transformer_prior(shipped, monkeypatch):
+    """With the prior reordering its edits, the climb is consulted and still repairs the pendulum."""
+    from odeformer.search.transformer import SkeletonPrior, TransformerPrior
+
+    calls = []
+    log_prob = SkeletonPrior.log_prob
+    monkeypatch.setattr(SkeletonPrior, "log_prob", lambda self, systems: calls.append(len(systems))
+                        or log_prob(self, systems))
+    cands = Search([Fixed(WRONG_UNARY)], local=LocalSearch(prior=TransformerPrior(shipped))).run(
+        Problem(pendulum(), NAMES, OPS, False, 60.0))
+    assert calls and "sin(theta)" in best_omega(cands) and cands[0].r2 > 0.9999, (calls, best_omega(cands))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,6 +57,9 @@ MAX_TERMS = 10
 #: starts at most, however large the budget (``Problem.budget_scale`` scales ``starts`` and ``patience``:
 #: 30 s climbs from three times as many starts, three times as patiently)
 MAX_STARTS = 9
+
+if TYPE_CHECKING:  # the transformer's module needs torch; the climb does not
+    from odeformer.search.transformer import TransformerPrior
 
 Components = tuple[tuple[Term | None, ...], ...]
 
@@ -144,8 +148,12 @@ class LocalSearch:
 
     name = "local"
 
-    def __init__(self, starts: int = 3, patience: int = 8, margin: float = MARGIN_NATS):
+    def __init__(self, starts: int = 3, patience: int = 8, margin: float = MARGIN_NATS,
+                 prior: TransformerPrior | None = None, prior_weight: float = 1.0, prior_top: int = 16):
         self.starts, self.patience, self.margin = starts, patience, margin
+        #: the transformer's log-probability of an edited skeleton reorders the ``prior_top`` most
+        #: promising edits of each component (``prior_weight`` nats per nat); None: the cheap fit alone
+        self.prior, self.prior_weight, self.prior_top = prior, prior_weight, prior_top
 
     def begin(self, problem: Problem, proposals: list[Proposal],
               evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None],
@@ -176,6 +184,7 @@ class Climb:
         self.proposed = [as_terms(p.components, p.constants) for p in proposals]
         self.library = self._library(problem, self.proposed)
         self.motif = Motifs(problem)
+        self.prior = search.prior.for_problem(problem) if search.prior is not None else None
         self.held: dict[int, tuple[Candidate, Components]] = {}  # id(candidate) -> it, its terms
         self.seen: set = set()  # every system evaluated or started from
         self.climbed: set = set()  # the systems climbed from or stepped to
@@ -286,6 +295,8 @@ class Climb:
                     scored.append((base_bic - fitted[1], new, tuned))
             scored.sort(key=lambda s: -s[0])
             per_component.append(scored)
+        if self.prior is not None:
+            per_component = self._with_prior(current, per_component)
         # components take turns, each's most promising edits first: the cheap fit's gains are not
         # comparable across components (one is explained to the noise, another barely)
         ranked = sorted(((rank, i, e) for i, scored in enumerate(per_component) for rank, e in enumerate(scored)),
@@ -297,6 +308,31 @@ class Climb:
                           for i, terms in enumerate(current))
             edits.insert(0, Edit(joint, any(t for _, _, t in tops)))
         return [e for e in edits if e.components not in seen]
+
+
+    def _with_prior(self, current: Components, per_component: list[list]) -> list[list]:
+        """Each component's most promising edits reordered by their cheap gain plus the transformer's
+        log-probability of the edited system over the current one's (in BIC units, twice the nats)."""
+        top = self.search.prior_top
+        systems = [_system(self.fits, current)]
+        where = []
+        for i, scored in enumerate(per_component):
+            for k, (_, new, _) in enumerate(scored[:top]):
+                system = _system(self.fits, current[:i] + (new,) + current[i + 1:])
+                if system is not None:
+                    systems.append(system)
+                    where.append((i, k))
+        if systems[0] is None:
+            return per_component
+        logp = self.prior.log_prob(systems)
+        bonus = {ik: 2.0 * self.search.prior_weight * (lp - logp[0]) for ik, lp in zip(where, logp[1:])
+                 if np.isfinite(lp - logp[0])}
+        out = []
+        for i, scored in enumerate(per_component):
+            head = sorted(((gain + bonus.get((i, k), 0.0), new, tuned) for k, (gain, new, tuned)
+                           in enumerate(scored[:top])), key=lambda s: -s[0])
+            out.append(head + scored[top:])
+        return out
 
 
 def _system(fits: LinearFits, components: Components) -> tuple[tuple[Tree, ...], list[float]] | None:
