@@ -7,8 +7,8 @@ import sympy as sp
 from scipy.integrate import solve_ivp
 
 from data_gen.expressions import CONST, to_sympy
-from odeformer.search import Problem, Proposal, Search, engine
-from odeformer.search.local import Climb, LocalSearch, Motifs, rewrites
+from odeformer.search import Problem, Proposal, Search
+from odeformer.search.local import LocalSearch, Motifs, rewrites
 
 OPS = {"add", "sub", "mul", "div", "neg", "sin", "cos", "exp", "pow2", "pow3", "inv", "tanh"}
 NAMES = ["theta", "omega"]
@@ -129,29 +129,6 @@ def test_motifs_of_a_subterm():
     assert ("exp", ("mul", CONST, square)) in forms
     assert ("div", "x_0", ("add", CONST, "x_0")) not in [m for m, _ in motif.get("x_0")]  # theta changes sign
     assert motif.get(("mul", CONST, "x_0")) == [] and motif.get(("sin", "x_0")) == []
-
-
-def test_refitting_and_climbing_take_turns(monkeypatch):
-    """Proposals that do not pay (twelve laws where omega has no force, after the linearised pendulum)
-    are put aside for a climb from the best, and refitted after it: both stages get their turn, and the
-    law is found."""
-    linear = (("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, "x_0"))), [-0.3, -4.0])
-    junk = [((("mul", CONST, (u, v)), ("mul", CONST, "x_1")), [0.1, -0.3])
-            for u in ("sin", "cos", "tanh", "exp", "pow2", "pow3") for v in ("x_0", "x_1")]
-    seen_by_climb = []
-    run = Climb.run
-
-    def spy(self, candidates, until):
-        seen_by_climb.append(len(candidates))
-        return run(self, candidates, until)
-
-    monkeypatch.setattr(Climb, "run", spy)
-    monkeypatch.setattr(engine, "REFIT_PATIENCE", 1)  # 6 at this budget, six times the reference one
-    problem = Problem(pendulum(noise=0.02, seed=3), NAMES, OPS, False, 60.0)  # noisy: no law is exact
-    cands = Search([Fixed(linear, *junk)], local=LocalSearch()).run(problem)
-    assert "sin(theta)" in best_omega(cands), best_omega(cands)
-    assert len(seen_by_climb) >= 2 and seen_by_climb[0] < len(junk), seen_by_climb  # climbed before the rest
-    assert seen_by_climb[-1] > len(junk)  # and the rest were refitted after it
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,14 @@
 fifth unseen) -> ranked by the criterion (ranking.py) -> the best also tried without negligible terms
 and improved by local search (local.py) -> the winners refitted on all points.
 
-The time budget is a cap, not a schedule. Refitting proposals and climbing take turns while they pay:
-proposals are refitted, most promising first, until ``REFIT_PATIENCE`` in a row raise the best by less
-than the ranking's margin; then the best are pruned and climbed from, until the climb stops improving;
-then the next proposals, and a climb from any new best, until both have nothing left. Caps keep one
-stage from starving the rest: decoding stops at 40% of the budget, library regressions at 60%,
-refitting and the local search at 85%, before the final simulations. A budget beyond 10 s buys
-proportionally more refitted proposals and a longer, wider climb."""
+The time budget is a cap, not a schedule: each stage ends when its work is done, and what it leaves
+passes to the next. Caps keep one stage from starving the rest: decoding stops at 40% of the budget,
+library regressions at 60%, refitting and the local search at 85%, before the final simulations. The
+local search ends when the criterion stops improving; a budget beyond 10 s buys proportionally more
+refitted proposals and a longer, wider climb."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -25,7 +22,6 @@ from odeformer.search.local import LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
-from odeformer.search.ranking import MARGIN_NATS
 from odeformer.search.refit import Fit, refit, trajectory_r2
 
 REFIT_UNTIL = 0.85
@@ -34,9 +30,6 @@ REFIT_UNTIL = 0.85
 #: dropped was the 13th), so more are refitted there
 MAX_LIBRARY_REFITS = 8
 MAX_NOISY_LIBRARY_REFITS = 24
-#: proposals refitted in a row without raising the best by the margin, after which the best are
-#: climbed from before the next proposals are refitted (scaled with ``Problem.budget_scale``)
-REFIT_PATIENCE = 6
 
 
 def _as_is(components, constants, problem: Problem, deadline: float = np.inf) -> Fit:
@@ -92,68 +85,40 @@ class Search:
         """The ranked candidates (best first, at most ``top_k``)."""
         refit_deadline = problem.by(REFIT_UNTIL)
         candidates: list[Candidate] = []
-        queue = deque(self.propose(problem))
-        climb = None
-        if self.local is not None and self.refit:
+        proposals = self.propose(problem)
+        for p in proposals:
+            exact = [c for c in candidates if c.exact]
+            if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
+                continue  # it cannot fit better than a candidate at the floor, only cost more
+            if problem.expired(REFIT_UNTIL):
+                if candidates:
+                    break  # the best answer so far is returned
+                # out of time with nothing yet: the proposals as they are, until one integrates
+                fit = _as_is(p.components, p.constants, problem)
+            else:
+                # a linear library proposal's constants are already least squares on the derivatives;
+                # inner constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
+                fit = self._fit(p.components, p.constants, problem, refit_deadline,
+                                derivative_stage=p.prior is None or p.tuned)
+            cand = _evaluated(problem, fit, p.source)
+            if cand is not None:
+                candidates.append(cand)
+        candidates.sort(key=lambda c: -c.score)
+        candidates += self._pruned(problem, candidates[:3], refit_deadline)
+        # a best candidate at the criterion's floor can only be made simpler, which pruning does
+        if self.local is not None and candidates and self.refit and not max(candidates, key=lambda c: c.score).exact:
             def evaluate(components, constants, tuned):
                 fit = self._fit(components, constants, problem, refit_deadline, derivative_stage=tuned)
                 return _evaluated(problem, fit, self.local.name)
 
-            climb = self.local.begin(problem, list(queue), evaluate, self.max_evaluations)
-        pruned: set[int] = set()
-        patience = round(REFIT_PATIENCE * problem.budget_scale)
-        # the stages take turns while they pay: proposals are refitted until ``patience`` of them in a row
-        # raise the best by less than the margin, then the best are pruned and climbed from, then the
-        # next proposals, until both have nothing left or the time is up
-        while True:
-            self._refit_proposals(problem, queue, candidates, refit_deadline, patience)
-            candidates.sort(key=lambda c: -c.score)
-            top = [c for c in candidates[:3] if id(c) not in pruned]
-            pruned.update(id(c) for c in top)
-            candidates += self._pruned(problem, top, refit_deadline)
-            # a best candidate at the criterion's floor can only be made simpler, which pruning does
-            if climb is not None and candidates and not max(candidates, key=lambda c: c.score).exact:
-                candidates += climb.run(candidates, refit_deadline)
-            if not queue or problem.expired(REFIT_UNTIL) or (climb is not None and climb.out_of_evaluations()):
-                break
+            candidates += self.local.climb(problem, candidates, proposals, evaluate, refit_deadline,
+                                           self.max_evaluations)
         candidates.sort(key=lambda c: -c.score)
         candidates = distinct(candidates)[: self.top_k]
         if self.refit:
             candidates = [self._refit_on_all(problem, c) for c in candidates]
         mark_pareto(candidates)
         return candidates
-
-    def _refit_proposals(self, problem: Problem, queue: deque, candidates: list[Candidate], deadline: float,
-                         patience: int) -> None:
-        """Refit proposals from the front of ``queue`` into ``candidates`` until ``patience`` in a row
-        raise the best by less than the margin (the first always counts), the queue is empty, or the time
-        is up."""
-        best, misses = max((c.score for c in candidates), default=-np.inf), 0
-        while queue and misses < patience:
-            p = queue.popleft()
-            exact = [c for c in candidates if c.exact]
-            if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
-                continue  # it cannot fit better than a candidate at the floor, only cost more
-            if problem.expired(REFIT_UNTIL):
-                if candidates:
-                    queue.clear()
-                    return  # the best answer so far is returned
-                # out of time with nothing yet: the proposals as they are, until one integrates
-                fit = _as_is(p.components, p.constants, problem)
-            else:
-                # a linear library proposal's constants are already least squares on the derivatives;
-                # inner constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
-                fit = self._fit(p.components, p.constants, problem, deadline,
-                                derivative_stage=p.prior is None or p.tuned)
-            cand = _evaluated(problem, fit, p.source)
-            if cand is None:
-                misses += 1
-                continue
-            candidates.append(cand)
-            if cand.score > best + MARGIN_NATS or not np.isfinite(best):
-                best, misses = max(best, cand.score), 0
-            else:
-                best, misses = max(best, cand.score), misses + 1
 
     def _fit(self, components, constants, problem: Problem, deadline: float, derivative_stage: bool = True) -> Fit:
         if self.refit:

@@ -155,96 +155,72 @@ class LocalSearch:
         #: promising edits of each component (``prior_weight`` nats per nat); None: the cheap fit alone
         self.prior, self.prior_weight, self.prior_top = prior, prior_weight, prior_top
 
-    def begin(self, problem: Problem, proposals: list[Proposal],
-              evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None],
-              max_evaluations: int | None = None) -> Climb:
-        """The climb of one problem, to be resumed as candidates arrive. ``evaluate`` refits a system
-        (components, constants, whether inner constants need tuning) on the trajectories and ranks it;
-        ``max_evaluations`` caps its calls over all resumptions."""
-        return Climb(self, problem, proposals, evaluate, max_evaluations)
-
     def climb(self, problem: Problem, candidates: list[Candidate], proposals: list[Proposal],
               evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None], until: float,
               max_evaluations: int | None = None) -> list[Candidate]:
-        """The candidates one climb from ``candidates`` stepped to, stopping at the clock time ``until``."""
-        return self.begin(problem, proposals, evaluate, max_evaluations).run(candidates, until)
+        """The candidates the climb stepped to. ``evaluate`` refits a system (components, constants,
+        whether inner constants need tuning) on the trajectories and ranks it; the climb stops at the clock
+        time ``until``, after ``max_evaluations`` of them, or when no start can be improved."""
+        return Climb(self, problem, candidates, proposals, evaluate).run(until, max_evaluations)
 
 
 class Climb:
-    """One problem's climb. It is resumable: the engine hands it the candidates it has so far, it climbs
-    from the best forms not yet climbed from, and what it tried (and the refits it spent) carries over
-    to the next call, so refitting more proposals and climbing can take turns."""
+    """One problem's climb: its cheap fits, the terms an edit may add, the component pool, the motifs
+    and every system tried, shared by its starts."""
 
-    def __init__(self, search: LocalSearch, problem: Problem, proposals: list[Proposal],
-                 evaluate: Callable[[tuple[Tree, ...], list[float], bool], Candidate | None],
-                 max_evaluations: int | None):
-        self.search, self.problem, self.evaluate, self.max_evaluations = search, problem, evaluate, max_evaluations
+    def __init__(self, search: LocalSearch, problem: Problem, candidates: list[Candidate],
+                 proposals: list[Proposal], evaluate: Callable[[tuple[Tree, ...], list[float], bool],
+                                                               Candidate | None]):
+        self.search, self.problem, self.candidates, self.evaluate = search, problem, candidates, evaluate
         self.fits = LinearFits(problem)
         # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
-        self.proposed = [as_terms(p.components, p.constants) for p in proposals]
-        self.library = self._library(problem, self.proposed)
+        proposed = [as_terms(p.components, p.constants) for p in proposals]
+        self.held = [as_terms(c.fit.components, c.fit.constants) for c in candidates]
+        self.library = self._library(problem, proposed)
+        self.pool = self._alternatives(problem, proposed + self.held)
         self.motif = Motifs(problem)
         self.prior = search.prior.for_problem(problem) if search.prior is not None else None
-        self.held: dict[int, tuple[Candidate, Components]] = {}  # id(candidate) -> it, its terms
-        self.seen: set = set()  # every system evaluated or started from
-        self.climbed: set = set()  # the systems climbed from or stepped to
-        self.count = 0
-        scale = problem.budget_scale
-        self.n_starts = min(round(search.starts * scale), MAX_STARTS)
-        self.patience = round(search.patience * scale)
 
-    def out_of_evaluations(self) -> bool:
-        return self.max_evaluations is not None and self.count >= self.max_evaluations
-
-    def run(self, candidates: list[Candidate], until: float) -> list[Candidate]:
-        """The candidates the climb stepped to from the best ``n_starts`` forms among ``candidates`` it has
-        not climbed from yet; it stops at the clock time ``until``, when the evaluations are spent, or
-        when no start can be improved."""
+    def run(self, until: float, max_evaluations: int | None) -> list[Candidate]:
         margin = self.search.margin
         # a climb from a lower start that ends just above the best so far is no evidence against it
-        best = max(c.score for c in candidates)
+        best = max(c.score for c in self.candidates)
 
         def kept(found: list[Candidate]) -> list[Candidate]:
             return [c for c in found if not best < c.score <= best + margin]
 
-        for cand in candidates:
-            if id(cand) not in self.held:
-                self.held[id(cand)] = (cand, as_terms(cand.fit.components, cand.fit.constants))
-        pool = self._alternatives(self.problem, self.proposed + [t for _, t in self.held.values()])
+        seen: set = set()
+        visited: list[Candidate] = []
+        count = 0
+        scale = self.problem.budget_scale
+        n_starts, patience = min(round(self.search.starts * scale), MAX_STARTS), round(self.search.patience * scale)
         starts, forms = [], set()
-        for cand in sorted(candidates, key=lambda c: -c.score):
-            terms = self.held[id(cand)][1]
-            if len(forms) >= self.n_starts:
+        for cand, terms in sorted(zip(self.candidates, self.held), key=lambda ct: -ct[0].score):
+            if len(starts) >= n_starts:
                 break
             if terms not in forms:
                 forms.add(terms)
-                if terms not in self.climbed:
-                    starts.append((cand, terms))
-        visited: list[Candidate] = []
+                starts.append((cand, terms))
         for cand, current in starts:
-            self.seen.add(current)
-            self.climbed.add(current)
+            seen.add(current)
             misses = 0
-            edits = self._edits(self.problem, self.fits, current, self.library, pool, self.motif, self.seen)
-            while edits and misses < self.patience:
-                if time.monotonic() > until or self.out_of_evaluations():
+            edits = self._edits(current, seen)
+            while edits and misses < patience:
+                if time.monotonic() > until or (max_evaluations is not None and count >= max_evaluations):
                     return kept(visited)
                 edit = edits.pop(0)
-                if edit.components in self.seen:
+                if edit.components in seen:
                     continue
-                self.seen.add(edit.components)
-                self.count += 1
+                seen.add(edit.components)
+                count += 1
                 system = _system(self.fits, edit.components)
                 new = self.evaluate(*system, edit.tuned) if system is not None else None
                 if new is None or new.score <= cand.score + margin:
                     misses += 1
                     continue
                 visited.append(new)
-                self.held[id(new)] = (new, edit.components)
-                self.climbed.add(edit.components)
                 cand, current, misses = new, edit.components, 0  # climb from the better system
-                edits = self._edits(self.problem, self.fits, current, self.library, pool, self.motif,
-                                           self.seen)
+                edits = self._edits(current, seen)
         return kept(visited)
 
     def _library(self, problem: Problem, proposed: list[Components]) -> list[Term]:
@@ -264,33 +240,33 @@ class Climb:
                 out[i].add(terms)
         return out
 
-    def _edits(self, problem: Problem, fits: LinearFits, current: Components, library: list[Term],
-               pool: list[set], motif: Motifs, seen: set) -> list[Edit]:
+    def _edits(self, current: Components, seen: set) -> list[Edit]:
         """Every single-component edit of ``current`` not yet tried, best cheap gain first, and the
         system with every component's best edit at once."""
         per_component: list[list[tuple[float, tuple, bool]]] = []
         for i, terms in enumerate(current):
-            base = fits.fit(terms, i)
+            base = self.fits.fit(terms, i)
             base_bic = base[1] if base is not None else np.inf
             options: dict[tuple, bool] = {}
             for j in range(len(terms)):
                 if len(terms) > 1:
                     options.setdefault(canonical(terms[:j] + terms[j + 1:]), False)
                 if terms[j] is not None:
-                    for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, problem.operators, motif):
+                    ops = self.problem.operators
+                    for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, ops, self.motif):
                         options.setdefault(canonical(terms[:j] + (Term(tree, consts),) + terms[j + 1:]), tuned)
             if len(terms) < MAX_TERMS:
                 have = {t.key if t is not None else None for t in terms}
-                for extra in [*library, None]:
+                for extra in [*self.library, None]:
                     if (extra.key if extra is not None else None) not in have:
                         options.setdefault(canonical((*terms, extra)), False)
-            for alt in pool[i]:
+            for alt in self.pool[i]:
                 options.setdefault(alt, False)
             scored = []
             for new, tuned in options.items():
                 if new == terms or not new:
                     continue
-                fitted = fits.fit(new, i)
+                fitted = self.fits.fit(new, i)
                 if fitted is not None and np.isfinite(fitted[1]):
                     scored.append((base_bic - fitted[1], new, tuned))
             scored.sort(key=lambda s: -s[0])
@@ -308,7 +284,6 @@ class Climb:
                           for i, terms in enumerate(current))
             edits.insert(0, Edit(joint, any(t for _, _, t in tops)))
         return [e for e in edits if e.components not in seen]
-
 
     def _with_prior(self, current: Components, per_component: list[list]) -> list[list]:
         """Each component's most promising edits reordered by their cheap gain plus the transformer's
