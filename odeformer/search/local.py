@@ -9,7 +9,7 @@ The edits of a component (its additive terms, each without its coefficient):
   proposal (the transformer's, the saturating and forcing sources');
 - rewrite a term at one node: a unary operator swapped for another (``cos`` -> ``sin``), a variable
   replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable,
-  a subterm without constants by a motif (``x**2 -> x**2/(K + x**2)``, a Hill function);
+  a power of one variable by a saturation (``x**2 -> x**2/(K + x**2)``, a Hill function);
 - replace the whole component by the same component of another proposal (proposals mixed across
   components), and every component's best edit at once.
 """
@@ -48,8 +48,8 @@ SWAPPABLE = tuple(op for op in UNARY_OPS if op not in ("neg", "abs"))
 #: operators through which a variable may still become a motif: a motif inside a transcendental function
 #: (``tanh(exp(c*x))``) is an approximant's trick, not a law's shape
 ARITHMETIC = ("add", "sub", "mul", "div")
-#: operators of a subterm that may become a motif (a monomial or a ratio; a motif around a sine is
-#: no law's shape)
+#: operators of a subterm of one variable that may become a saturation (a power or a ratio: a Hill
+#: function; a motif around a sine is no law's shape)
 POWERS = {*ARITHMETIC, "neg", "pow2", "pow3", "inv"}
 #: a component with more terms than this is not grown further
 MAX_TERMS = 10
@@ -71,9 +71,10 @@ class Edit:
 
 
 class Motifs:
-    """What a variable or a subterm without constants (``x**2``, ``x*y``) may become: a saturation, a
-    sine, an exponential; a variable also a cosine, a product with a variable, or another variable. Inner
-    constants are scaled to the values on the data; a subterm's options are worked out on first use."""
+    """What a variable may become (a saturation, a sine or cosine, an exponential, a product with a
+    variable, another variable), and what a power of one variable without constants may become (a
+    saturation: ``x**2 -> x**2/(K + x**2)``, a Hill function). Inner constants are scaled to the values
+    on the data; a subterm's options are worked out on first use."""
 
     def __init__(self, problem: Problem):
         self.t, self.x = problem.fit_points
@@ -87,7 +88,7 @@ class Motifs:
 
     def _of(self, tree: Tree) -> list[tuple[Tree, tuple[float, ...]]]:
         var = isinstance(tree, str) and is_var(tree)
-        if not var and (isinstance(tree, str) or n_constants(tree) or not variables_used(tree)
+        if not var and (isinstance(tree, str) or n_constants(tree) or len(variables_used(tree)) != 1
                         or not operators(tree) <= POWERS):
             return []
         values = Term(tree).column(self.x, self.t)
@@ -95,15 +96,15 @@ class Motifs:
             return []
         mid = float(np.median(np.abs(values))) or 1.0
         spread = float(np.ptp(values)) or mid
-        options: list[tuple[Tree, tuple[float, ...]]] = [(("sin", tree), ())]
-        if var:
-            options.append((("cos", tree), ()))
+        options: list[tuple[Tree, tuple[float, ...]]] = []
         if values.min() > 0:
             options.append((("div", tree, ("add", CONST, tree)), (mid,)))
+        if not var:
+            return options
+        options += [(("sin", tree), ()), (("cos", tree), ())]
         options += [(("exp", ("mul", CONST, tree)), (s / spread,)) for s in (1.0, -1.0)]
-        if var:
-            options += [(("mul", tree, var_name(k)), ()) for k in range(self.dim)]
-            options += [(var_name(k), ()) for k in range(self.dim) if var_name(k) != tree]
+        options += [(("mul", tree, var_name(k)), ()) for k in range(self.dim)]
+        options += [(var_name(k), ()) for k in range(self.dim) if var_name(k) != tree]
         return options
 
 
