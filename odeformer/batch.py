@@ -19,9 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -389,12 +387,6 @@ def run(files: list[InputFile], options: dict, output: str | Path | None = None,
     skip = sink.done if sink else set()
     bar = tqdm(total=len(order), initial=len(skip), unit="system", desc="fit", disable=not progress)
 
-    interrupted: list[int] = []
-
-    def on_interrupt(signum, frame) -> None:
-        interrupted.append(signum)
-        raise KeyboardInterrupt
-
     def on_result(key: str, result: dict) -> None:
         if sink is not None:
             sink.add(key, result)
@@ -403,14 +395,8 @@ def run(files: list[InputFile], options: dict, output: str | Path | None = None,
             if result.get("error"):
                 failed.add(key)
         bar.update(1)
-        if interrupted:
-            # Ctrl-C came during this fit but its KeyboardInterrupt was lost on the way out (CI saw a run
-            # finish all its systems after the signal); the run stops here, this result saved
-            raise KeyboardInterrupt
 
     items = iter_systems(files, skip=skip)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
     try:
         if use_ray:
             from odeformer import distributed
@@ -423,8 +409,6 @@ def run(files: list[InputFile], options: dict, output: str | Path | None = None,
             sink.path.unlink(missing_ok=True)
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
         bar.close()
     if sink is None:
         return Run(_Results(order, memory.__getitem__), len(failed), 0)

@@ -229,38 +229,6 @@ def test_inputs_are_parsed_one_file_at_a_time(tmp_path, files, monkeypatch):
     assert [key.split(":")[-1] for key, _ in items] == ["osc", "broken"] and parsed == [str(decay), str(multi)]
 
 
-def test_an_interrupt_lost_inside_a_fit_still_stops_the_run(tmp_path, files, monkeypatch):
-    """Ctrl-C that something inside a fit swallows (here: a fit that catches it) still ends the run after
-    that system, its result saved in the journal for --resume."""
-    import os
-    import signal
-
-    from odeformer import batch
-
-    decay, multi = files
-    fits = []
-
-    def fit_one(reg, data):
-        fits.append(data.system)
-        if len(fits) == 2:
-            try:
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1)  # the handler runs here
-            except KeyboardInterrupt:
-                pass  # lost
-        return {"system": data.system, "variables": data.variables, "candidates": []}
-
-    monkeypatch.setattr(batch, "fit_one", fit_one)
-    monkeypatch.setattr(batch, "_init_worker", lambda options: None)
-    out = tmp_path / "res.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        batch.run(batch.scan_inputs([str(decay), str(multi)]), {}, out, progress=False)
-    assert fits == ["decay", "osc"]  # stopped after the second system
-    kept = [json.loads(line)["result"]["system"] for line in batch.journal_path(out).read_text().splitlines()[1:]]
-    assert kept == ["decay", "osc"] and not out.exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
-
-
 def wait_for_journal(proc, journal, lines: int, timeout: float = 200) -> None:
     """Until the running fit's journal holds ``lines`` lines (or the process ends, or time runs out)."""
     deadline = time.monotonic() + timeout
