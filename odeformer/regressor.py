@@ -50,7 +50,7 @@ class ODERegressor:
                  edit_prior: bool = False):
         self.checkpoint = checkpoint
         # the transformer's log-probability of each edited skeleton reorders the local search's edits;
-        # off by default: with the shipped weights it changed no quick-ODEBench or forced result and cost
+        # off by default: with the shipped weights it changed no quick-ODEBench or forced generalisation and cost
         # a fifth more time (docs/inference.md, step 7)
         self.edit_prior = bool(edit_prior)
         self.beam_size = beam_size  # with decoding="sample": the number of samples per group

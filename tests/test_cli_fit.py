@@ -154,7 +154,10 @@ def test_an_interrupted_run_keeps_its_results_and_resume_fits_only_the_others(tm
     journal = tmp_path / "res.jsonl.partial"
     cmd = [sys.executable, "-m", "odeformer.cli", "fit", "--checkpoint", CKPT, "--beam-size", "3", "--time-budget",
            "3", "--quiet", str(decay), str(multi), str(more), "-o", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches the run whatever launched the tests: a shell without job control starts its
+    # background jobs ignoring SIGINT, and the child would inherit that and finish every system
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_journal(proc, journal, 3)  # header and two results
         proc.send_signal(signal.SIGINT)
