@@ -95,12 +95,12 @@ class Motifs:
         if not np.all(np.isfinite(values)):
             return []
         mid = float(np.median(np.abs(values))) or 1.0
-        spread = float(np.ptp(values)) or mid
         options: list[tuple[Tree, tuple[float, ...]]] = []
         if values.min() > 0:
             options.append((("div", tree, ("add", CONST, tree)), (mid,)))
         if not var:
             return options
+        spread = float(np.ptp(values)) or mid
         options += [(("sin", tree), ()), (("cos", tree), ())]
         options += [(("exp", ("mul", CONST, tree)), (s / spread,)) for s in (1.0, -1.0)]
         options += [(("mul", tree, var_name(k)), ()) for k in range(self.dim)]
@@ -177,8 +177,8 @@ class Climb:
         # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
         proposed = [as_terms(p.components, p.constants) for p in proposals]
         self.held = [as_terms(c.fit.components, c.fit.constants) for c in candidates]
-        self.library = self._library(problem, proposed)
-        self.pool = self._alternatives(problem, proposed + self.held)
+        self.library = self._library(proposed)
+        self.pool = self._alternatives(proposed + self.held)
         self.motif = Motifs(problem)
         self.prior = search.prior.for_problem(problem) if search.prior is not None else None
 
@@ -224,8 +224,9 @@ class Climb:
                 edits = self._edits(current, seen)
         return kept(visited)
 
-    def _library(self, problem: Problem, proposed: list[Components]) -> list[Term]:
+    def _library(self, proposed: list[Components]) -> list[Term]:
         """Terms an edit may add: polynomial and unary terms of the state, and every proposal's terms."""
+        problem = self.problem
         degree = 3 if problem.dim <= 2 else 2
         out = {t.key: t for t in grammar_terms(problem.dim, problem.operators, False, degree)}
         for system in proposed:
@@ -233,9 +234,9 @@ class Climb:
                 out.update({t.key: t for t in terms if t is not None})
         return [t for t in out.values() if t.uses_only(problem.operators)]
 
-    def _alternatives(self, problem: Problem, systems: list[Components]) -> list[set]:
+    def _alternatives(self, systems: list[Components]) -> list[set]:
         """Per component, the term tuples the proposals and candidates hold for it."""
-        out: list[set] = [set() for _ in range(problem.dim)]
+        out: list[set] = [set() for _ in range(self.problem.dim)]
         for system in systems:
             for i, terms in enumerate(system):
                 out[i].add(terms)

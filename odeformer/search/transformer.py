@@ -104,7 +104,7 @@ class SkeletonPrior:
         with torch.inference_mode():
             self.mem = checkpoint.model.encode(batch["points"], batch["traj"], batch["mask"])
         self.mask = batch["mask"]
-        kinds = torch.tensor(checkpoint.vocab.kinds())
+        kinds = torch.tensor(checkpoint.vocab.kinds(), device=device)
         self.mantissas, self.exponents = kinds == -1, kinds == -2
 
     def log_prob(self, systems: Sequence[tuple[Sequence[Tree], Sequence[float]]]) -> np.ndarray:
@@ -126,8 +126,9 @@ class SkeletonPrior:
         tokens = torch.full((len(ids), n), self.c.vocab.pad_id, dtype=torch.long)
         for r, q in enumerate(ids):
             tokens[r, :len(q)] = torch.tensor(q)
+        tokens = tokens.to(self.device)  # beside the encoded data
         target = tokens[:, 1:]
-        total = torch.zeros(len(ids))
+        total = torch.zeros(len(ids), device=self.device)
         with torch.inference_mode():
             for view in range(len(self.mem)):  # each view of the data scores every system
                 mem = self.mem[view:view + 1].expand(len(ids), -1, -1)
@@ -139,5 +140,5 @@ class SkeletonPrior:
                 # the exponent belongs to the constant already counted; padding is no token
                 keep = ~self.exponents[target] & (target != self.c.vocab.pad_id)
                 total += (picked * keep).sum(dim=1)
-        out[rows] = (total / len(self.mem)).numpy()
+        out[rows] = (total / len(self.mem)).cpu().numpy()
         return out
