@@ -121,3 +121,37 @@ def test_time_budget_holds_on_pathological_inputs(seed):
     assert time.monotonic() - start < 3.0
     for cand in reg.equations_:
         assert np.isfinite(cand.r2)
+
+
+def _allee(noise: float, seed: int):
+    """A population with an Allee effect, x' = 0.2 x (1 - x/50) (x/3 - 1), noisy, every other point kept."""
+    from scipy.integrate import solve_ivp
+
+    t = np.linspace(0, 10, 150)
+    x = solve_ivp(lambda _, y: 0.2 * y * (1 - y / 50) * (y / 3 - 1), (0, 10), [4.0], t_eval=t, rtol=1e-10).y.T
+    rng = np.random.default_rng(seed)
+    return t[::2], (x * (1 + noise * rng.standard_normal(x.shape)))[::2]
+
+
+def _pendulum(noise: float):
+    from scipy.integrate import solve_ivp
+
+    t = np.linspace(0, 10, 200)
+    x = solve_ivp(lambda _, y: [y[1], -0.2 * y[1] - 9.81 * np.sin(y[0])], (0, 10), [2.0, 0.0], t_eval=t,
+                  rtol=1e-10).y.T
+    return t, x * (1 + noise * np.random.default_rng(0).standard_normal(x.shape))
+
+
+@pytest.mark.parametrize("data", [lambda: _allee(0.05, 1), lambda: _allee(0.05, 2), lambda: _pendulum(0.0)])
+def test_a_noisy_fit_prints_no_warnings(data):
+    """Candidates that diverge, stiff ones LSODA gives up on, splines FITPACK cannot smooth exactly: the
+    search reads each failure from its result, and none of the numerical libraries' warnings reach the
+    user's console."""
+    import warnings
+
+    t, x = data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = ODERegressor(TEST_CKPT, beam_size=4).fit(t, x)
+    assert reg.equations_
+    assert not caught, [f"{w.category.__name__} {w.filename}:{w.lineno} {w.message}" for w in caught]

@@ -12,6 +12,7 @@ import numpy as np
 
 from odeformer.derivatives import estimate_derivatives, interpolating_derivatives
 from odeformer.encoding import Normalization
+from odeformer.search.quiet import quiet_scipy
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 
@@ -253,7 +254,8 @@ def _spline_at_noise(t: np.ndarray, y: np.ndarray, noise_var: float):
     if len(t) < 5:
         return None
     try:
-        with np.errstate(all="ignore"):
+        # FITPACK warns when it cannot meet ``s`` exactly; the spline it returns is still the closest
+        with np.errstate(all="ignore"), quiet_scipy():
             spline = UnivariateSpline(t, y, k=3, s=len(t) * noise_var)
         return spline if np.all(np.isfinite(spline(t))) else None
     except (ValueError, np.linalg.LinAlgError):

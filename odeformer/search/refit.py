@@ -22,6 +22,7 @@ from data_gen.integrate import OP_ADD, OP_NEG, STACK_DEPTH, STATUS_OK, STATUS_ST
 from data_gen.program import build_batch, compile_system
 from odeformer.derivatives import estimate_derivatives
 from odeformer.metrics import r2_score
+from odeformer.search.quiet import quiet_scipy
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 MAX_STEPS = 10_000  # per simulation in the compiled integrator: a candidate needing more is rejected
@@ -57,7 +58,9 @@ def _simulate_scipy(components: Sequence[Tree], consts: Sequence[float], t: np.n
         return rhs(tt, y)
 
     try:
-        with np.errstate(all="ignore"):
+        # a candidate that LSODA cannot integrate is rejected by its status; scipy's warning about it
+        # ("lsoda: Repeated convergence failures") would reach the user's console from inside the search
+        with np.errstate(all="ignore"), quiet_scipy():
             sol = solve_ivp(f, (t[0], t[-1]), x0, t_eval=t, method="LSODA", rtol=1e-6, atol=1e-9)
     except (_Deadline, ValueError, OverflowError, ZeroDivisionError):
         return None
@@ -151,7 +154,8 @@ def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np
         return np.where(np.isfinite(r), r, 1e3)
 
     try:
-        out = least_squares(residual, c0, max_nfev=max(10, evaluations // (len(c0) + 1)), method="trf").x
+        with np.errstate(all="ignore"):  # a diverging candidate overflows inside the solver; it just loses
+            out = least_squares(residual, c0, max_nfev=max(10, evaluations // (len(c0) + 1)), method="trf").x
     except (_Deadline, ValueError, FloatingPointError):
         return None
     return out if np.all(np.isfinite(out)) else None
@@ -211,9 +215,10 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         return rows if fit_initial else np.hstack([rows, np.repeat(observed[None], len(rows), axis=0)])
 
     try:
-        stage2 = least_squares(lambda p: residuals(full(p))[0], np.concatenate([candidates[i], observed])[:free],
-                               jac=lambda p: _jacobian(lambda rows: residuals(full(rows)), p),
-                               max_nfev=max_nfev, method="trf")
+        with np.errstate(all="ignore"):
+            stage2 = least_squares(lambda p: residuals(full(p))[0], np.concatenate([candidates[i], observed])[:free],
+                                   jac=lambda p: _jacobian(lambda rows: residuals(full(rows)), p),
+                                   max_nfev=max_nfev, method="trf")
         params = full(stage2.x)[0]
         consts, starts = params[:k], [params[k + j * d: k + (j + 1) * d] for j in range(len(data))]
         if not np.all(np.isfinite(params)):
