@@ -77,6 +77,32 @@ def test_a_larger_evaluation_budget_never_ends_worse():
     assert best[-1] > best[0] + 10, best
 
 
+def test_one_edit_gets_at_most_its_share_of_the_budget(monkeypatch):
+    """Every refit of the climb runs under a deadline at most its share of the budget after it starts
+    (a stiff edit is a miss, not the rest of the fit), and the proposals' refits keep the stage's."""
+    import time
+
+    import odeformer.search.engine as engine
+
+    budget = 60.0
+    calls = []
+    original = engine.refit
+
+    def spy(*args, deadline, **kwargs):
+        calls.append((time.monotonic(), deadline))
+        return original(*args, deadline=deadline, **kwargs)
+
+    monkeypatch.setattr(engine, "refit", spy)
+    problem = Problem(pendulum(noise=0.02, seed=3), NAMES, OPS, False, budget)
+    cands = Search([Fixed(WRONG_UNARY)], local=LocalSearch()).run(problem)
+    assert "sin(theta)" in best_omega(cands)
+    stage = problem.by(engine.REFIT_UNTIL)
+    capped = [(at, d) for at, d in calls if d < stage]
+    assert len(capped) >= 8  # the climb's refits
+    assert all(d <= at + max(engine.EDIT_FLOOR_S, engine.EDIT_SHARE * budget) for at, d in capped)
+    assert any(d == stage for _, d in calls)  # the proposal's refit
+
+
 @pytest.mark.parametrize("tree, expected", [
     (("cos", "x_0"), ("sin", "x_0")),  # a unary operator swapped
     (("mul", "x_0", "x_1"), ("mul", ("div", "x_0", ("add", CONST, "x_0")), "x_1")),  # a saturation motif

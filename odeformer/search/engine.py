@@ -10,6 +10,7 @@ refitted proposals and a longer, wider climb."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -25,6 +26,11 @@ from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant
 from odeformer.search.refit import Fit, refit, trajectory_r2
 
 REFIT_UNTIL = 0.85
+#: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
+#: that needs the stiff integrator for longer is a miss (a junk component of 8 terms with exponentials
+#: took 1.5 s a refit on a noisy exponential decay, most of that fit's 5.6 s)
+EDIT_SHARE = 0.03
+EDIT_FLOOR_S = 0.2
 #: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them. On
 #: noisy data the priors that order them are less sure (Lotka-Volterra at 5% noise with half the points
 #: dropped was the 13th), so more are refitted there
@@ -108,7 +114,9 @@ class Search:
         # a best candidate at the criterion's floor can only be made simpler, which pruning does
         if self.local is not None and candidates and self.refit and not max(candidates, key=lambda c: c.score).exact:
             def evaluate(components, constants, tuned):
-                fit = self._fit(components, constants, problem, refit_deadline, derivative_stage=tuned)
+                # one edit may not hold up the climb: a stiff one is a miss after its share of the budget
+                deadline = min(refit_deadline, time.monotonic() + max(EDIT_FLOOR_S, EDIT_SHARE * problem.time_budget_s))
+                fit = self._fit(components, constants, problem, deadline, derivative_stage=tuned)
                 return _evaluated(problem, fit, self.local.name)
 
             candidates += self.local.climb(problem, candidates, proposals, evaluate, refit_deadline,
