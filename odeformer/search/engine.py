@@ -5,8 +5,9 @@ and improved by local search (local.py) -> the winners refitted on all points.
 The time budget is a cap, not a schedule: each stage ends when its work is done, and what it leaves
 passes to the next. Caps keep one stage from starving the rest: decoding stops at 40% of the budget,
 library regressions at 60%, refitting and the local search at 85%, before the final simulations. The
-local search ends when the criterion stops improving; a budget beyond 10 s buys proportionally more
-refitted proposals and a longer, wider climb."""
+local search ends when the criterion stops improving, and one of its edits may take 3% of the budget
+(at least 0.2 s) to refit; a budget beyond 10 s buys proportionally more refitted proposals and a
+longer, wider climb."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from odeformer.search.refit import Fit, refit, trajectory_r2
 REFIT_UNTIL = 0.85
 #: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
 #: that needs the stiff integrator for longer is a miss (a junk component of 8 terms with exponentials
-#: took 1.5 s a refit on a noisy exponential decay, most of that fit's 5.6 s)
+#: took 1.5 s a refit on a noisy exponential decay, most of that fit's 6 s)
 EDIT_SHARE = 0.03
 EDIT_FLOOR_S = 0.2
 #: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them. On
