@@ -114,9 +114,11 @@ class Search:
         candidates += self._pruned(problem, candidates[:3], refit_deadline)
         # a best candidate at the criterion's floor can only be made simpler, which pruning does
         if self.local is not None and candidates and self.refit and not max(candidates, key=lambda c: c.score).exact:
+            # one edit may not hold up the climb: a stiff one is a miss after its share of the budget
+            edit_s = max(EDIT_FLOOR_S, EDIT_SHARE * problem.time_budget_s)
+
             def evaluate(components, constants, tuned):
-                # one edit may not hold up the climb: a stiff one is a miss after its share of the budget
-                deadline = min(refit_deadline, time.monotonic() + max(EDIT_FLOOR_S, EDIT_SHARE * problem.time_budget_s))
+                deadline = min(refit_deadline, time.monotonic() + edit_s)
                 fit = self._fit(components, constants, problem, deadline, derivative_stage=tuned)
                 return _evaluated(problem, fit, self.local.name)
 
