@@ -111,6 +111,22 @@ def test_michaelis_menten_saturation():
     assert abs(float(sp.solve(den, s)[0]) + 2.5) < 0.05, str(reg)
 
 
+def test_hill_repression_with_its_constant_between_the_scan_grid_values():
+    """Gene expression repressed by its own product, x' = 2/(1 + x^2) - x/2: on the data, K = 1 lies
+    between the saturating library's grid values (0.47 and 1.9), where a dozen wrong pairs of terms fit
+    better than the law does; the law is found with K tuned continuously."""
+    reg, gen = fit_and_generalise(lambda t, y: [2.0 / (1 + y[0] ** 2) - 0.5 * y[0]], [0.1], [2.5],
+                                  np.linspace(0, 10, 120), names=["x"])
+    assert gen > 0.999, str(reg)
+    x = sp.Symbol("x")
+    num, den = sp.fraction(sp.together(parsed(reg)["x"]))
+    den = sp.Poly(den, x)
+    assert den.degree() == 2 and sp.Poly(num, x).degree() == 3, str(reg)
+    # (x^2 + K) up to a factor: K is the ratio of the constant and the leading coefficients
+    k = float(den.coeff_monomial(1) / den.coeff_monomial(x**2))
+    assert abs(k - 1.0) < 0.01, str(reg)
+
+
 def test_fractional_power_growth_law():
     """Von Bertalanffy growth W' = 1.2 W^(2/3) - 0.5 W: two terms, neither of which fits well alone (the
     greedy path's first pick is a saturation), so only the exact comparison of all pairs reaches them."""

@@ -94,3 +94,21 @@ def test_a_part_constant_on_the_data_is_folded_into_one_constant():
     assert fold_constant_parts([comp], [1.0, 2.0, 0.5, -1.0], (t, x)) is None
     # a whole component is never folded, even where its state hardly moves
     assert fold_constant_parts([("mul", "C", "x_0")], [0.3], (t, 5.0 + 1e-9 * x)) is None
+
+
+def test_tuned_terms_find_a_saturation_constant_between_the_grid_values():
+    from odeformer.search.library import Term, polynomial_terms
+    from odeformer.search.saturating import saturating_terms, tuned_terms
+
+    ops = {"add", "mul", "div", "inv", "pow2", "exp", "tanh"}
+    t = np.linspace(0.0, 5.0, 80)
+    x = (0.2 + 2.0 * t / 5.0)[:, None]
+    k_true = 0.83
+    y = (1.5 - 0.4 * x[:, 0] + 2.0 / (k_true + x[:, 0] ** 2))[:, None]
+    grid = saturating_terms(x, ops)
+    hill = Term(("inv", ("add", "C", ("pow2", "x_0"))), (k_true,)).form
+    grid_k = sorted(term.consts[0] for term in grid if term.form == hill)
+    assert min(abs(k / k_true - 1) for k in grid_k) > 0.1  # the grid alone misses it
+    tuned = tuned_terms(grid, [polynomial_terms(1, ops, False, 1)], x, t, y, np.ones_like(y))
+    found = [term.consts[0] for term in tuned if term.form == hill]
+    assert min(abs(k / k_true - 1) for k in found) < 1e-4, found

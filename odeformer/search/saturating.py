@@ -4,11 +4,15 @@ Hill activation ``x**n/(K**n + x**n)`` and repression ``1/(K**n + x**n)`` for n 
 ``tanh(c*x)``, ``sqrt(x)`` and the fractional powers of allometric and surface laws (``x**(2/3)``,
 ``x**(3/4)``...). K and c are scanned over a grid scaled to each variable's range (each
 value one column); the regression picks the value that fits the derivatives best, and the refit then
-tunes it on the trajectories. Only terms the allowed operators can write are offered."""
+tunes it on the trajectories. A grid this coarse misses a law whose fit hinges on K (``2/(1 + x**2) -
+x/2`` fits no better with K = 1.9 than a dozen wrong pairs do), so each family's constant is also tuned
+continuously next to the polynomial terms (``tuned_terms``), and the tuned terms join the grid's
+columns. Only terms the allowed operators can write are offered."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 from data_gen.expressions import CONST, Tree, var_name
 from odeformer.search.library import Term, polynomial_terms, power
@@ -54,6 +58,79 @@ def saturating_terms(x: np.ndarray, ops: set[str]) -> list[Term]:
     return [term for term in out if term.uses_only(ops)]
 
 
+#: tuned terms for systems of at most this many variables: with three, their library's regressions and
+#: refits lifted the median latency of a three-variable fit from 2.4 s to 3.1 s
+MAX_TUNED_DIM = 2
+#: a tuned constant is refined to this share of its value: on clean data an exact law's support wins
+#: the sparse path only with its constant exact
+TOLERANCE = 1e-8
+
+
+def tuned_terms(terms: list[Term], bases: list[list[Term]], x: np.ndarray, t: np.ndarray, targets: np.ndarray,
+                weights: np.ndarray) -> list[Term]:
+    """For every component (column of ``targets``, with ``weights``), every base (polynomial terms and a
+    constant) and every family of ``terms`` with one inner constant (one form at its grid values): the
+    family's terms at the constants that let base + term fit the component best by least squares (the
+    grid's local minima, each refined between its neighbours by Brent's method). Not beyond the grid:
+    past its ends a term is a constant or a line on the data (x/(K + x) with K far above x, tanh(c*x)
+    with c near 0), no saturation. Each tuned term once."""
+    families: dict[str, list[Term]] = {}
+    for term in terms:
+        if len(term.consts) == 1:
+            families.setdefault(term.form, []).append(term)
+    found: dict[str, Term] = {}
+    for base in bases:
+        cols = [np.ones(len(t)), *(term.column(x, t) for term in base)]
+        if not all(np.all(np.isfinite(c)) for c in cols):
+            continue
+        for i in range(targets.shape[1]):
+            root = np.sqrt(weights[:, i])
+            q, _ = np.linalg.qr(np.stack(cols, axis=1) * root[:, None])
+            y = targets[:, i] * root
+            r = y - q @ (q.T @ y)
+            for members in families.values():
+                for term in _tuned(members, x, t, q, r, root):
+                    found.setdefault(term.key, term)
+    return list(found.values())
+
+
+def _tuned(members: list[Term], x: np.ndarray, t: np.ndarray, q: np.ndarray, r: np.ndarray,
+           root: np.ndarray) -> list[Term]:
+    """The family's terms whose column, added to the orthonormal basis ``q`` (residual ``r``), leaves a
+    least squared error: one per local minimum along the grid (of each sign), refined between its
+    neighbours. Several: a large K that makes the term a polynomial on the data is often a minimum too."""
+    tree = members[0].tree
+    rr = float(r @ r)
+
+    def error(value: float) -> float:
+        col = Term(tree, (value,)).column(x, t) * root
+        if not np.all(np.isfinite(col)) or np.max(np.abs(col)) > 1e8:
+            return np.inf
+        perp = col - q @ (q.T @ col)
+        norm = float(perp @ perp)
+        if norm <= 1e-12 * float(col @ col):  # inside the base's span: it explains nothing new
+            return rr
+        return rr - float(perp @ r) ** 2 / norm
+
+    out = []
+    grid = sorted({m.consts[0] for m in members})
+    for sign in (1.0, -1.0):
+        same = [v for v in grid if np.sign(v) == sign]
+        errors = [error(v) for v in same]
+        for k, (e0, v0) in enumerate(zip(errors, same)):
+            if not np.isfinite(e0) or (k > 0 and errors[k - 1] < e0) or (k + 1 < len(same) and errors[k + 1] < e0):
+                continue
+            lo, hi = same[max(k - 1, 0)], same[min(k + 1, len(same) - 1)]
+            if lo < hi:
+                with np.errstate(all="ignore"):  # a pole or an overflow inside the bracket is just a bad value
+                    res = minimize_scalar(error, bounds=(lo, hi), method="bounded",
+                                          options={"xatol": TOLERANCE * abs(v0)})
+                if res.success and np.isfinite(res.fun) and res.fun < e0:
+                    v0 = float(res.x)
+            out.append(Term(tree, (float(v0),)))
+    return out
+
+
 class Saturating(LibrarySource):
     name = "saturating"
     scanned = True
@@ -65,4 +142,13 @@ class Saturating(LibrarySource):
             return {}
         linear = polynomial_terms(problem.dim, problem.operators, False, degree=1)
         quadratic = polynomial_terms(problem.dim, problem.operators, False, degree=2)
-        return {"linear+saturating": linear + extra, "quadratic+saturating": quadratic + extra}
+        libraries = {"linear+saturating": linear + extra, "quadratic+saturating": quadratic + extra}
+        if problem.dim <= MAX_TUNED_DIM:
+            est = problem.best_estimator
+            t, x = problem.fit_points
+            tuned = tuned_terms(extra, [linear, quadratic], x, t, problem.derivatives[est],
+                                problem.derivative_weights[est])
+            # a small library of their own: among a hundred grid columns the sparse path can miss a tuned
+            # law's exact support
+            libraries["linear+tuned"] = linear + tuned
+        return libraries
