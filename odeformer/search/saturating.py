@@ -5,9 +5,10 @@ Hill activation ``x**n/(K**n + x**n)`` and repression ``1/(K**n + x**n)`` for n 
 ``x**(3/4)``...). K and c are scanned over a grid scaled to each variable's range (each
 value one column); the regression picks the value that fits the derivatives best, and the refit then
 tunes it on the trajectories. A grid this coarse misses a law whose fit hinges on K (``2/(1 + x**2) -
-x/2`` fits no better with K = 1.9 than a dozen wrong pairs do), so each family's constant is also tuned
-continuously next to the polynomial terms (``tuned_terms``), and the tuned terms join the grid's
-columns. Only terms the allowed operators can write are offered."""
+x/2`` fits no better with K = 1.9 than a dozen wrong pairs do), so for one and two variables each
+family's constant is also tuned continuously next to the polynomial terms (``tuned_terms``), and the
+tuned terms make a small library of their own beside the linear terms. Only terms the allowed operators
+can write are offered."""
 
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ class Saturating(LibrarySource):
     scanned = True
 
     def libraries(self, problem: Problem, earlier: list[Proposal]) -> dict[str, list[Term]]:
-        _, x = problem.fit_points
+        t, x = problem.fit_points
         extra = saturating_terms(x, problem.operators)
         if not extra:
             return {}
@@ -145,7 +146,6 @@ class Saturating(LibrarySource):
         libraries = {"linear+saturating": linear + extra, "quadratic+saturating": quadratic + extra}
         if problem.dim <= MAX_TUNED_DIM:
             est = problem.best_estimator
-            t, x = problem.fit_points
             tuned = tuned_terms(extra, [linear, quadratic], x, t, problem.derivatives[est],
                                 problem.derivative_weights[est])
             # a small library of their own: among a hundred grid columns the sparse path can miss a tuned
