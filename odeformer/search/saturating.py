@@ -19,6 +19,7 @@ from data_gen.expressions import CONST, Tree, var_name
 from odeformer.search.library import Term, polynomial_terms, power
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal
+from odeformer.search.regression import library_matrix
 from odeformer.search.sparse import LibrarySource
 
 #: K (and 1/c) as multiples of a variable's median magnitude
@@ -82,12 +83,10 @@ def tuned_terms(terms: list[Term], bases: list[list[Term]], x: np.ndarray, t: np
             families.setdefault(term.form, []).append(term)
     found: dict[str, Term] = {}
     for base in bases:
-        cols = [np.ones(len(t)), *(term.column(x, t) for term in base)]
-        if not all(np.all(np.isfinite(c)) for c in cols):
-            continue
+        theta, _ = library_matrix(base, x, t)  # the usable columns and a constant one
         for i in range(targets.shape[1]):
             root = np.sqrt(weights[:, i])
-            q, _ = np.linalg.qr(np.stack(cols, axis=1) * root[:, None])
+            q, _ = np.linalg.qr(theta * root[:, None])
             y = targets[:, i] * root
             r = y - q @ (q.T @ y)
             for members in families.values():
