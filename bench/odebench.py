@@ -160,6 +160,7 @@ def run_one(job: dict) -> dict:
             exprs, rhs = (reg.equations_[0].expressions, reg.equations_[0].rhs) if reg.equations_ else (None, None)
             out["ambiguous"] = bool(reg.ambiguous_)  # docs/ambiguity.md
             out["rivals"] = [r + 1 for r in reg.rivals_]
+            rival_exprs = [reg.equations_[r].expressions for r in reg.rivals_]
     except Exception as e:  # a crash is a miss, recorded with its message
         return {**out, "error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - start}
     seconds = time.monotonic() - start
@@ -168,6 +169,10 @@ def run_one(job: dict) -> dict:
     g = lambdify_exprs(exprs, dim)
     preds = [integrate(g, x0, t_eval) for x0 in s["init"][:2]]
     key_true = skeleton_key(truth, dim)
+    if "rivals" in out:
+        # does one of the laws the data cannot separate from the answer generalise? (the rivals' futures)
+        out["r2_gen_rivals"] = [r2(clean[1], integrate(lambdify_exprs(e, dim), s["init"][1], t_eval))
+                                for e in rival_exprs]
     return {**out, "r2_recon": r2(clean[0], preds[0]), "r2_gen": r2(clean[1], preds[1]),
             "structure": key_true is not None and skeleton_key(exprs, dim) == key_true,
             "seconds": seconds, "rhs": rhs,
@@ -203,6 +208,9 @@ def ambiguity(rs: list[dict]) -> dict:
     if not rs:
         return {}
     out: dict = {"flagged_share": float(np.mean([r["ambiguous"] for r in rs]))}
+    # the answer or one of its rivals generalises: the law is among what the fit returns as undecided
+    out["gen_acc_best_or_rival"] = float(np.mean([max([r.get("r2_gen", -np.inf), *r.get("r2_gen_rivals", [])]) > 0.9
+                                                  for r in rs]))
     for name, flag in (("flagged", True), ("unflagged", False)):
         gen = np.array([r.get("r2_gen", -np.inf) for r in rs if r["ambiguous"] == flag], dtype=float)
         out[f"n_{name}"] = len(gen)
@@ -214,9 +222,9 @@ def ambiguity(rs: list[dict]) -> dict:
 
 def markdown_ambiguity(summary: dict) -> str:
     """Per setting: share flagged ambiguous; generalisation accuracy (and mean R^2 clipped at -1) among
-    flagged and unflagged systems."""
+    flagged and unflagged systems; generalisation accuracy of the answer or one of its rivals."""
     lines = ["| variant | noise σ | dropped | flagged | gen. acc flagged (n) | gen. acc unflagged (n) | "
-             "mean gen. R² flagged / unflagged |", "|---|---|---|---|---|---|---|"]
+             "mean gen. R² flagged / unflagged | gen. acc answer or a rival |", "|---|---|---|---|---|---|---|---|"]
     for name, blocks in summary.items():
         a = blocks["all"]
         if "flagged_share" not in a:
@@ -228,7 +236,8 @@ def markdown_ambiguity(summary: dict) -> str:
         lines.append(f"| {variant} | {sigma.split('=')[1]} | {drop.split('=')[1]} | {a['flagged_share']:.2f} | "
                      f"{f(a['gen_acc_flagged'])} ({a['n_flagged']}) | "
                      f"{f(a['gen_acc_unflagged'])} ({a['n_unflagged']}) | "
-                     f"{f(a['mean_r2_gen_flagged'])} / {f(a['mean_r2_gen_unflagged'])} |")
+                     f"{f(a['mean_r2_gen_flagged'])} / {f(a['mean_r2_gen_unflagged'])} | "
+                     f"{f(a.get('gen_acc_best_or_rival'))} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -255,6 +264,11 @@ def markdown_by_dim(summary: dict) -> str:
                  else "—" for d in dims]
         lines.append(f"| {variant} | {sigma.split('=')[1]} | {drop.split('=')[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _finite(v):
+    """JSON has no infinities or NaN: None instead."""
+    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def _fmt_r2(v: float) -> str:
@@ -416,7 +430,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = json.loads((Path(checkpoint) / "config.json").read_text())["weights"]
     gallery(rows, out.with_name(out.stem + "-gallery.png"))
-    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items() if k != "_plot"}
+    rows = [{k: [_finite(u) for u in v] if k == "r2_gen_rivals" else _finite(v) for k, v in r.items() if k != "_plot"}
             for r in rows]
     out.write_text(json.dumps({"command": " ".join(["python", "bench/odebench.py", *sys.argv[1:]]),
                                "checkpoint": checkpoint, "weights_sha256": sha, "summary": summary, "table": table,

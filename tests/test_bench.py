@@ -56,6 +56,20 @@ def test_harness_end_to_end_on_three_systems():
     assert "| hybrid | 0.01 | 0.5 |" in table
     assert set(summary["hybrid sigma=0.01 drop=0.5"]) == {"all", "dim1", "dim2", "dim3"}
     assert "| hybrid | 0.01 | 0.5 | " in ob.markdown_by_dim(summary) and "(1) |" in ob.markdown_by_dim(summary)
+    for r in rows:  # each rival re-integrated from the second initial condition
+        assert len(r["r2_gen_rivals"]) == len(r["rivals"]) and all(isinstance(v, float) for v in r["r2_gen_rivals"])
+
+
+def test_the_answer_or_a_rival_generalising_counts_once_per_system():
+    rows = [{"ambiguous": True, "r2_gen": 0.2, "r2_gen_rivals": [0.5, 0.95]},  # a rival holds the law
+            {"ambiguous": True, "r2_gen": -np.inf, "r2_gen_rivals": [-np.inf]},
+            {"ambiguous": False, "r2_gen": 0.99, "r2_gen_rivals": []},
+            {"ambiguous": False, "r2_gen": 0.5, "r2_gen_rivals": []}]
+    a = ob.ambiguity(rows)
+    assert a["gen_acc_best_or_rival"] == 0.5
+    assert a["gen_acc_flagged"] == 0.0 and a["gen_acc_unflagged"] == 0.5
+    table = ob.markdown_ambiguity({"hybrid sigma=0.05 drop=0.5": {"all": a}})
+    assert table.splitlines()[-1].endswith("| 0.50 |")
 
 
 def test_sindy_feature_names_parse_to_sympy():
