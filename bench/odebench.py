@@ -13,7 +13,9 @@ For each system: integrate the clean trajectories from its two initial condition
 share of the points, seeded); fit; re-integrate the top candidate from both initial conditions; R^2
 (variance weighted) against the clean trajectories. Reported per setting: reconstruction and
 generalisation accuracy (share of systems with R^2 > 0.9), median R^2, exact-structure rate (same
-skeleton up to constants) and seconds per system, overall and per dimension. The benchmark file is
+skeleton up to constants) and seconds per system, overall and per dimension; for our search also the
+ambiguity flag against generalisation, and how often the answer or one of its rivals (re-integrated
+from the second initial condition too) generalises (docs/ambiguity.md). The benchmark file is
 read here only; nothing in the generator or the model reads it.
 
 The PySINDy baseline (bench/sindy_baseline.py, the optional ``bench`` extra) runs in the same job on
