@@ -8,6 +8,8 @@
 - ``library.py`` and ``regression.py``: term libraries and the sparse regression the library sources share
 - ``refit.py``: constants refitted on derivatives, then on the re-integrated trajectories
 - ``ranking.py``: the noise-aware information criterion on held-out points
+- ``windows.py``: unpredictable (chaotic) data ranked over windows of the trajectories, each with its own
+  fitted start
 - ``prune.py``: smaller variants of the best candidates
 - ``local.py``: local search around the best candidates (one-component edits, components mixed across
   proposals), screened by ``linear.py`` (a component's coefficients by linear least squares)

@@ -7,7 +7,9 @@ passes to the next. Caps keep one stage from starving the rest: decoding stops a
 library regressions at 60%, refitting and the local search at 85%, before the final simulations. The
 local search ends when the criterion stops improving, and one of its edits may take 3% of the budget
 (at least 0.2 s) to refit; a budget beyond 10 s buys proportionally more refitted proposals and a
-longer, wider climb."""
+longer, wider climb. Where the first refitted candidate and the first proposals all miss the whole
+trajectories and one of them reproduces windows of them (chaos), the proposals are refitted and ranked
+again over windows (windows.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
 from odeformer.search.refit import Fit, refit, trajectory_r2
+from odeformer.search.windows import CHECK_AFTER, TRACKERS, whole_r2, window_points, windowed
 
 REFIT_UNTIL = 0.85
 #: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
@@ -88,11 +91,12 @@ class Search:
                 out.append(p)
         return out
 
-    def run(self, problem: Problem) -> list[Candidate]:
-        """The ranked candidates (best first, at most ``top_k``)."""
+    def run(self, problem: Problem, proposals: list[Proposal] | None = None) -> list[Candidate]:
+        """The ranked candidates (best first, at most ``top_k``); ``proposals``: these instead of the
+        sources' (the windowed run takes the whole trajectories' proposals)."""
         refit_deadline = problem.by(REFIT_UNTIL)
         candidates: list[Candidate] = []
-        proposals = self.propose(problem)
+        proposals = self.propose(problem) if proposals is None else proposals
         for p in proposals:
             exact = [c for c in candidates if c.exact]
             if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
@@ -110,6 +114,10 @@ class Search:
             cand = _evaluated(problem, fit, p.source)
             if cand is not None:
                 candidates.append(cand)
+                # unpredictable data (chaos) are ranked over windows: checked once the first are refitted
+                switched = self._on_windows(problem, candidates, proposals) if len(candidates) == CHECK_AFTER else None
+                if switched is not None:
+                    return switched
         candidates.sort(key=lambda c: -c.score)
         candidates += self._pruned(problem, candidates[:3], refit_deadline)
         # a best candidate at the criterion's floor can only be made simpler, which pruning does
@@ -130,6 +138,27 @@ class Search:
             candidates = [self._refit_on_all(problem, c) for c in candidates]
         mark_pareto(candidates)
         return candidates
+
+    def _on_windows(self, problem: Problem, candidates: list[Candidate],
+                    proposals: list[Proposal]) -> list[Candidate] | None:
+        """The proposals refitted and ranked again on the trajectories cut into windows, where no candidate
+        reproduces the whole trajectories and one reproduces windows (windows.py); None: the search goes
+        on as it is."""
+        if problem.windows is not None or not self.refit:
+            return None
+        points = window_points(problem, [c.fit for c in candidates], [c.r2 for c in candidates],
+                               [(p.components, p.constants) for p in proposals[:TRACKERS]])
+        if points is None:
+            return None
+        inner = windowed(problem, points)
+        found = self.run(inner, proposals)
+        if not found:  # out of time on the windows: the whole trajectories' candidates stand
+            return None
+        # r2 (contract 3.2) stays the whole trajectories' re-integrated from their observed first states
+        for cand in found:
+            cand.r2 = whole_r2(problem, inner, cand.fit)
+        mark_pareto(found)
+        return found
 
     def _fit(self, components, constants, problem: Problem, deadline: float, derivative_stage: bool = True) -> Fit:
         if self.refit:

@@ -43,6 +43,8 @@ class Problem:
     use_time: bool
     time_budget_s: float
     start: float = field(default_factory=time.monotonic)
+    #: the user's trajectories were cut into windows of this many points (windows.py; None: whole)
+    windows: int | None = None
 
     def __post_init__(self) -> None:
         self.norm = Normalization.fit(self.data)
