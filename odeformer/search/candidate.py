@@ -48,8 +48,7 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
                                              for t, x in problem.ndata]
     if any(p is None for p in preds) or any(p is None for p in observed):
         return None
-    user_pred = np.concatenate([p * problem.norm.x_scale for p in observed])
-    r2_all = r2_score(np.concatenate([x for _, x in problem.data]), user_pred)
+    r2_all = _user_r2(problem, observed)
     if not np.isfinite(r2_all):
         return None
     x_syms = [sp.Symbol(var_name(i)) for i in range(problem.dim)]
@@ -67,6 +66,19 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
     rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}
     return Candidate(rhs, user, float(r2_all), complexity, -value, fit=fit, source=source,
                      exact=at_floor(problem, preds))
+
+
+def observed_r2(problem: Problem, fit: Fit) -> float:
+    """R² (user units) of a fit re-integrated from each trajectory's observed first state over all its
+    points: contract 3.2's ``r2`` (-inf where it cannot be integrated)."""
+    preds = [simulate(fit.components, fit.constants, t, x[0], problem.deadline) for t, x in problem.ndata]
+    return -np.inf if any(p is None for p in preds) else _user_r2(problem, preds)
+
+
+def _user_r2(problem: Problem, preds: list[np.ndarray]) -> float:
+    """R² of predictions at every point of each normalised trajectory, in the user's units."""
+    return r2_score(np.concatenate([x for _, x in problem.data]),
+                    np.concatenate([p * problem.norm.x_scale for p in preds]))
 
 
 def _count_nodes(e: sp.Expr) -> int:

@@ -21,13 +21,13 @@ import numpy as np
 
 from data_gen.simplify import key as skeleton_key
 from data_gen.simplify import simplify
-from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto
+from odeformer.search.candidate import Candidate, distinct, evaluate_fit, mark_pareto, observed_r2
 from odeformer.search.local import LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
 from odeformer.search.refit import Fit, refit, trajectory_r2
-from odeformer.search.windows import CHECK_AFTER, TRACKERS, whole_r2, window_points, windowed
+from odeformer.search.windows import CHECK_AFTER, TRACKERS, window_points, windowed
 
 REFIT_UNTIL = 0.85
 #: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
@@ -155,8 +155,9 @@ class Search:
         if not found:  # out of time on the windows: the whole trajectories' candidates stand
             return None
         # r2 (contract 3.2) stays the whole trajectories' re-integrated from their observed first states
+        # (the windows share the whole trajectories' normalisation: the same points)
         for cand in found:
-            cand.r2 = whole_r2(problem, inner, cand.fit)
+            cand.r2 = observed_r2(problem, cand.fit)
         mark_pareto(found)
         return found
 

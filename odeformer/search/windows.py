@@ -93,18 +93,3 @@ def windowed(problem: Problem, points: int) -> Problem:
     """The problem on the user's trajectories cut into windows of ``points`` points, on the same clock."""
     return Problem(cut(problem.data, points), problem.names, problem.operators, problem.use_time,
                    problem.time_budget_s, start=problem.start, windows=points)
-
-
-def whole_r2(problem: Problem, inner: Problem, fit: Fit) -> float:
-    """R² (user units) of a fit of the windowed problem ``inner``, re-integrated over ``problem``'s whole
-    trajectories from their observed first states (contract 3.2's ``r2``)."""
-    obs, preds = [], []
-    for t, x in problem.data:
-        tn, xn = inner.norm.apply(t, x)
-        # past the deadline only the compiled integrator runs (no stiff fallback): the budget holds
-        pred = simulate(fit.components, fit.constants, tn, xn[0], problem.deadline)
-        if pred is None:
-            return -np.inf
-        obs.append(x)
-        preds.append(pred * inner.norm.x_scale)
-    return r2_score(np.concatenate(obs), np.concatenate(preds))
