@@ -9,10 +9,10 @@ from sympy.parsing.sympy_parser import parse_expr
 
 import odeformer.search.engine as engine
 from data_gen.expressions import CONST
-from odeformer.search import Problem, Proposal, Search
+from odeformer.search import Problem, Search
 from odeformer.search.windows import cut
+from tests.test_local import OPS, Fixed
 
-OPS = {"add", "sub", "mul", "div", "neg", "sin", "cos", "exp", "pow2", "pow3", "inv", "tanh"}
 SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
 
 
@@ -33,18 +33,6 @@ def lorenz_law(constants) -> tuple:
 
 
 TRUE = np.array([-SIGMA, SIGMA, -1.0, RHO, -1.0, 1.0, -BETA])
-
-
-class Fixed:
-    """A proposal source that proposes the systems it was given, and nothing else."""
-
-    name = "fixed"
-
-    def __init__(self, *systems):
-        self.systems = systems
-
-    def propose(self, problem, earlier):
-        return [Proposal(comps, list(consts), self.name) for comps, consts in self.systems]
 
 
 def test_windows_keep_every_point_in_order():
