@@ -21,7 +21,9 @@ __all__ = ["tidy", "rounded", "rhs_string", "latex_rhs", "mathml_rhs", "mathml_e
 
 
 def _is_float_value(e: sp.Basic, value: float) -> bool:
-    return isinstance(e, sp.Float) and float(e) == value
+    # a coefficient fixed at +-1 in the user's units (search/units.py) comes back through the
+    # normalisation's arithmetic as 0.9999999999999998
+    return isinstance(e, sp.Float) and abs(float(e) - value) <= 1e-12 * abs(value)
 
 
 def tidy(expr: sp.Expr) -> sp.Expr:

@@ -1,15 +1,16 @@
 """The search: proposals from every source -> constants refitted on the fitting points (the held-out
 fifth unseen) -> ranked by the criterion (ranking.py) -> the best also tried without negligible terms
-and improved by local search (local.py) -> the winners refitted on all points.
+and improved by local search (local.py) -> the best tried with unit coefficients (units.py) -> the
+winners refitted on all points.
 
 The time budget is a cap, not a schedule: each stage ends when its work is done, and what it leaves
 passes to the next. Caps keep one stage from starving the rest: decoding stops at 40% of the budget,
-library regressions at 60%, refitting and the local search at 85%, before the final simulations. The
-local search ends when the criterion stops improving, and one of its edits may take 3% of the budget
-(at least 0.2 s) to refit; a budget beyond 10 s buys proportionally more refitted proposals and a
-longer, wider climb. Where the first refitted candidate and the first proposals all miss the whole
-trajectories and one of them reproduces windows of them (chaos), the proposals are refitted and ranked
-again over windows (windows.py)."""
+library regressions at 60%, refitting and the local search at 85%, unit coefficients at 92%, before the
+final simulations. The local search ends when the criterion stops improving, and one of its edits may
+take 3% of the budget (at least 0.2 s) to refit; a budget beyond 10 s buys proportionally more
+refitted proposals and a longer, wider climb. Where the first refitted candidate and the first
+proposals all miss the whole trajectories and one of them reproduces windows of them (chaos), the
+proposals are refitted and ranked again over windows (windows.py)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,15 @@ from odeformer.search.local import LocalSearch
 from odeformer.search.problem import Problem
 from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
+from odeformer.search.ranking import MARGIN_NATS
 from odeformer.search.refit import Fit, refit, trajectory_r2
+from odeformer.search.units import UNIT_TOLERANCES, unit_coefficients
 from odeformer.search.windows import CHECK_AFTER, TRACKERS, window_points, windowed
 
 REFIT_UNTIL = 0.85
+#: the variants with unit coefficients are refitted by this share of the budget (after the climb, before
+#: the final refits on all points)
+UNITS_UNTIL = 0.92
 #: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
 #: that needs the stiff integrator for longer is a miss (a junk component of 8 terms with exponentials
 #: took 1.5 s a refit on a noisy exponential decay, most of that fit's 6 s)
@@ -133,7 +139,12 @@ class Search:
             candidates += self.local.climb(problem, candidates, proposals, evaluate, refit_deadline,
                                            self.max_evaluations)
         candidates.sort(key=lambda c: -c.score)
-        candidates = distinct(candidates)[: self.top_k]
+        candidates = distinct(candidates)
+        if self.refit:
+            candidates += self._with_unit_coefficients(problem, candidates[: self.top_k])
+            candidates.sort(key=lambda c: -c.score)
+            candidates = distinct(candidates)  # a variant and its original share a form: the better stays
+        candidates = candidates[: self.top_k]
         if self.refit:
             candidates = [self._refit_on_all(problem, c) for c in candidates]
         mark_pareto(candidates)
@@ -182,6 +193,28 @@ class Search:
                 tried.add(smaller[0])
                 new = _evaluated(problem, self._fit(*smaller, problem, deadline), cand.source)
                 if new is not None:
+                    out.append(new)
+        return out
+
+    def _with_unit_coefficients(self, problem: Problem, best: list[Candidate]) -> list[Candidate]:
+        """The best candidates with their near-unit coefficients fixed (units.py), each kept where it scores
+        higher than its original; on noisy data by the evidence margin, as a local search edit must, so
+        that an approximant's coefficient of 0.93 does not become 1 for the five nats a constant saves (on
+        clean data a coefficient fixed wrongly costs hundreds)."""
+        out, deadline = [], problem.by(UNITS_UNTIL)
+        margin = 0.0 if problem.clean else MARGIN_NATS
+        for cand in best:
+            tried = set()
+            for tol in UNIT_TOLERANCES:
+                if problem.expired(UNITS_UNTIL):
+                    return out
+                variant = unit_coefficients(cand.fit.components, cand.fit.constants, problem.norm, tol,
+                                            problem.operators)
+                if variant is None or variant[0] in tried:
+                    continue
+                tried.add(variant[0])
+                new = _evaluated(problem, self._fit(*variant, problem, deadline, derivative_stage=False), cand.source)
+                if new is not None and new.score > cand.score + margin:
                     out.append(new)
         return out
 
