@@ -11,6 +11,7 @@
 - ``windows.py``: unpredictable (chaotic) data ranked over windows of the trajectories, each with its own
   fitted start
 - ``prune.py``: smaller variants of the best candidates
+- ``units.py``: the best candidates with their coefficients near +-1 in the user's units fixed at exactly that
 - ``local.py``: local search around the best candidates (one-component edits, components mixed across
   proposals), screened by ``linear.py`` (a component's coefficients by linear least squares)
 - ``candidate.py``: a ranked candidate in the user's units; ``engine.py``: :class:`Search`, which runs it all
