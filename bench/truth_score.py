@@ -4,8 +4,9 @@
     python bench/truth_score.py --setting 0:0 --ids 26,30
 
 For each ODEBench system: the data of `bench/odebench.py`'s protocol at the setting, the default fit, and
-the true equations (ODEBench's, converted to the fit's normalised frame) refitted from their true
-constants by the same refit and scored by the same criterion. If the answer scores higher than the truth,
+the true equations (ODEBench's, converted to the fit's normalised frame, their coefficients of exactly
++-1 fixed as the search writes them) refitted from their true constants by the same refit and scored by
+the same criterion. If the answer scores higher than the truth,
 no search would have returned the truth: the data, under this criterion, prefer the answer. If the truth
 scores higher, the search missed a better candidate. Writes bench/results/truth-score.json.
 """
@@ -31,6 +32,7 @@ from odeformer import ODERegressor  # noqa: E402
 from odeformer.search import Problem  # noqa: E402
 from odeformer.search.candidate import evaluate_fit  # noqa: E402
 from odeformer.search.refit import refit  # noqa: E402
+from odeformer.search.units import unit_coefficients  # noqa: E402
 
 
 def truth_score(system: dict, t, x, reg: ODERegressor) -> float | None:
@@ -46,6 +48,10 @@ def truth_score(system: dict, t, x, reg: ODERegressor) -> float | None:
         tree, consts = from_sympy(sp.expand(law.xreplace(scaled) / float(xs[i]) / ts), names)
         components.append(tree)
         constants += consts
+    # written as the search writes laws: a coefficient of exactly +-1 in the user's units is no constant
+    fixed = unit_coefficients(components, constants, problem.norm, tol=1e-9)
+    if fixed is not None:
+        components, constants = fixed
     fit = refit(tuple(components), constants, problem.fit_data, deadline=problem.deadline,
                 derivatives=problem.derivatives[problem.best_estimator],
                 weights=problem.derivative_weights[problem.best_estimator], derivative_stage=False,
@@ -58,7 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="0.05:0.5", help="SIGMA:DROP")
     p.add_argument("--ids", default=None, help="comma-separated ODEBench ids (default: the generalisation misses "
-                   "at this setting in bench/results/odebench-hybrid.json)")
+                   "at this setting in bench/results/odebench-full.json)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "truth-score.json"))
     args = p.parse_args()
     sigma, drop = (float(v) for v in args.setting.split(":"))
@@ -66,7 +72,7 @@ def main() -> None:
     if args.ids:
         ids = [int(v) for v in args.ids.split(",")]
     else:
-        rows = json.loads((ROOT / "bench" / "results" / "odebench-hybrid.json").read_text())["rows"]
+        rows = json.loads((ROOT / "bench" / "results" / "odebench-full.json").read_text())["rows"]
         ids = [r["id"] for r in rows if r["sigma"] == sigma and r["drop"] == drop and not (r["r2_gen"] or -1) > 0.9]
     out = []
     for sid in tqdm(ids, desc="truth score"):
