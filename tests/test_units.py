@@ -25,7 +25,8 @@ def test_fixed_coefficients_are_exact_in_the_users_units():
     # user units: t over 2 time units (t_scale 5), x up to 1,800 and y up to 9,000 (rescaled by 360, 1,800)
     norm = Normalization(0.0, 5.0, np.array([360.0, 1800.0]))
     comp = ("add", ("mul", CONST, "x_1"), ("mul", CONST, ("pow3", "x_0")))
-    # in the user's units: 0.97 * x_1 + 1.2 * x_0**3 (model frame: c * 1800 / 360 / 5 = c for x_1)
+    # in the user's units: 0.97 * x_1 + 1.2 * x_0**3 (a coefficient c of x_1 reads 360 * 5 * c / 1800 = c
+    # there, one of x_0**3 reads 360 * 5 * c / 360**3)
     c_lin, c_cube = 0.97, 1.2 * 360.0**3 / 360.0 / 5.0
     assert unit_coefficients((comp,), [0.5, 0.0], norm) is None  # 0.5: not near a unit
     (fixed,), consts = unit_coefficients((comp,), [c_lin, c_cube], norm, tol=0.1)

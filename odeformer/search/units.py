@@ -4,8 +4,8 @@ data, and pays for it in the criterion. This edit writes every additive term's c
 within a tolerance of +-1 *in the user's units* as that exact number — a fixed literal in the model's
 frame, where the normalisation makes it ``+-x_scale_j / (x_scale_i * t_scale)`` for a linear term — and
 leaves the other constants free to be refitted. The engine keeps the variant only where the criterion
-prefers it by the evidence margin (``MARGIN_NATS``): one constant fewer saves about ``log N`` nats, so a
-variant wins only where fixing the coefficients costs the fit next to nothing."""
+prefers it, on noisy data by the evidence margin (``MARGIN_NATS``): one constant fewer saves about
+``log N`` nats, so a variant wins only where fixing the coefficients costs the fit next to nothing."""
 
 from __future__ import annotations
 
