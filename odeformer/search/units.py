@@ -10,6 +10,7 @@ prefers it, on noisy data by the evidence margin (``MARGIN_NATS``): one constant
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import sympy as sp
 
@@ -59,32 +60,50 @@ def unit_coefficients(components: Sequence[Tree], consts: Sequence[float], norm:
 def _component(tree: Tree, consts: list[float], i: int, norm: Normalization,
                tol: float) -> tuple[Tree, list[float], int]:
     """One component multiplied out, its near-unit coefficients fixed: (tree, constants, how many)."""
-    symbols = {leaf: sp.Symbol(leaf) for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
-    names = {s: leaf for leaf, s in symbols.items()}
-    terms = sp.Add.make_args(sp.expand(to_sympy(tree, consts)))
-    if len(terms) > MAX_TERMS:
+    terms = _terms(tree, tuple(consts), i, tuple(float(s) for s in norm.x_scale), float(norm.t_scale))
+    if terms is None:
         return tree, consts, 0
-    # a term c*R(x) of component i reads x_scale_i * t_scale * c * R(x / x_scale) in the user's units
-    to_user = {s: s / float(norm.x_scale[int(leaf[2:])]) for leaf, s in symbols.items() if is_var(leaf)}
-    outer = float(norm.x_scale[i]) * norm.t_scale
     node: Tree | None = None
     values: list[float] = []
     fixed = 0
-    for term in terms:
-        coeff, rest = term.as_coeff_Mul()
-        if rest == 1:  # a constant term: no unit to speak of
-            piece, own = CONST, [float(coeff)]
+    for coeff, inner, inner_consts, unit in terms:
+        if inner is None:  # a constant term: no unit to speak of
+            piece, own = CONST, [coeff]
+        elif unit is not None and round(unit) in (1, -1) and abs(unit - round(unit)) <= tol:
+            literal = coeff * round(unit) / unit  # exactly +-1 once in the user's units
+            piece, own = ("mul", repr(literal), inner), list(inner_consts)
+            fixed += 1
         else:
-            inner, inner_consts = from_sympy(rest, names)
-            piece, own = ("mul", CONST, inner), [float(coeff), *inner_consts]
-            unit = _user_coefficient(float(coeff), rest, to_user, outer)
-            if unit is not None and round(unit) in (1, -1) and abs(unit - round(unit)) <= tol:
-                literal = float(coeff) * round(unit) / unit  # exactly +-1 once in the user's units
-                piece, own = ("mul", repr(literal), inner), list(inner_consts)
-                fixed += 1
+            piece, own = ("mul", CONST, inner), [coeff, *inner_consts]
         node = piece if node is None else ("add", node, piece)
         values += own
     return (node, values, fixed) if fixed else (tree, consts, 0)
+
+
+@lru_cache(maxsize=64)
+def _terms(tree: Tree, consts: tuple[float, ...], i: int, x_scale: tuple[float, ...],
+           t_scale: float) -> tuple | None:
+    """Component ``i`` multiplied out, once for every tolerance: per additive term its coefficient, the
+    rest as a tree with its constants (None for a constant term) and the coefficient in the user's units
+    (None where it has none); None for a component of more than ``MAX_TERMS`` terms."""
+    symbols = {leaf: sp.Symbol(leaf) for leaf in leaves(tree) if leaf == TIME or is_var(leaf)}
+    names = {s: leaf for leaf, s in symbols.items()}
+    terms = sp.Add.make_args(sp.expand(to_sympy(tree, list(consts))))
+    if len(terms) > MAX_TERMS:
+        return None
+    # a term c*R(x) of component i reads x_scale_i * t_scale * c * R(x / x_scale) in the user's units
+    to_user = {s: s / x_scale[int(leaf[2:])] for leaf, s in symbols.items() if is_var(leaf)}
+    outer = x_scale[i] * t_scale
+    out = []
+    for term in terms:
+        coeff, rest = term.as_coeff_Mul()
+        if rest == 1:
+            out.append((float(coeff), None, (), None))
+        else:
+            inner, inner_consts = from_sympy(rest, names)
+            unit = _user_coefficient(float(coeff), rest, to_user, outer)
+            out.append((float(coeff), inner, tuple(inner_consts), unit))
+    return tuple(out)
 
 
 def _user_coefficient(coeff: float, rest: sp.Expr, to_user: dict, outer: float) -> float | None:
