@@ -7,6 +7,7 @@
     python bench/odebench.py --suite indist --quick  # systems of the default grammar (bench/make_indist.py)
     python bench/odebench.py --clean-only --no-baseline --workers 1 --out bench/results/odebench-ambiguity.json
     python bench/odebench.py --quick --no-baseline --edit-prior   # the transformer reorders the climb's edits
+    python bench/odebench.py --no-baseline --ids 8,58 --setting 0.05:0.5   # some systems at one setting
 
 For each system: integrate the clean trajectories from its two initial conditions on t in [0, 10]
 (LSODA, rtol 1e-5, atol 1e-7, 150 points); corrupt the first (multiplicative noise sigma, a dropped
@@ -384,12 +385,18 @@ def main() -> None:
     p.add_argument("--edit-prior", action="store_true",
                    help="the transformer's skeleton log-probability reorders the local search's edits")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--ids", default=None, help="comma-separated system ids: these systems of the suite only")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from odeformer import checkpoint as ckpt
 
     checkpoint = str(args.checkpoint or ckpt.default_path())
     systems = load_systems(args.quick, args.suite)
+    if args.ids:
+        wanted = {int(v) for v in args.ids.split(",")}
+        systems = [s for s in systems if s["id"] in wanted]
+        if not systems:
+            p.error(f"no system of the suite has an id in {args.ids}")
     settings = QUICK_SETTINGS if args.quick else SETTINGS
     if args.clean_only:
         settings = [(0.0, 0.0)]

@@ -29,6 +29,8 @@ class Candidate:
     exact: bool = field(default=False, repr=False)
     #: nats below the best candidate's score in its result (0 for the best; odeformer/ambiguity.py)
     score_gap: float = 0.0
+    #: seconds its refit and ranking took (schedule.py shares out the budget by them)
+    seconds: float = field(default=0.0, repr=False)
 
     def to_dict(self) -> dict:
         names = list(self.rhs)

@@ -4,13 +4,15 @@ and improved by local search (local.py) -> the best tried with unit coefficients
 winners refitted on all points.
 
 The time budget is a cap, not a schedule: each stage ends when its work is done, and what it leaves
-passes to the next. Caps keep one stage from starving the rest: decoding stops at 40% of the budget,
-library regressions at 60%, refitting and the local search at 85%, unit coefficients at 92%, before the
-final simulations. The local search ends when the criterion stops improving, and one of its edits may
-take 3% of the budget (at least 0.2 s) to refit; a budget beyond 10 s buys proportionally more
-refitted proposals and a longer, wider climb. Where the first refitted candidate and the first
-proposals all miss the whole trajectories and one of them reproduces windows of them (chaos), the
-proposals are refitted and ranked again over windows (windows.py)."""
+passes to the next. Decoding stops at 40% of the budget and library regressions at 60%; from the first
+refit on, the share-out follows the costs measured in the fit (schedule.py): refitting proposals and
+the local search end when the time left is what the unit step and the final refits of the best
+candidates are expected to take, the unit step when the final refits' is left. The local search ends
+when the criterion stops improving, and one of its edits may take 3% of the budget (at least 0.2 s) to
+refit; a budget beyond 10 s buys proportionally more refitted proposals and a longer, wider climb.
+Where the first refitted candidate and the first proposals all miss the whole trajectories and one of
+them reproduces windows of them (chaos), the proposals are refitted and ranked again over windows
+(windows.py)."""
 
 from __future__ import annotations
 
@@ -29,13 +31,10 @@ from odeformer.search.proposal import Proposal, best_of_each_first
 from odeformer.search.prune import CONSTANT_SPREADS, PRUNE_SHARES, fold_constant_parts, prune_small_terms
 from odeformer.search.ranking import MARGIN_NATS
 from odeformer.search.refit import Fit, refit, trajectory_r2
+from odeformer.search.schedule import refits_until, units_until
 from odeformer.search.units import UNIT_TOLERANCES, unit_coefficients
 from odeformer.search.windows import CHECK_AFTER, TRACKERS, window_points, windowed
 
-REFIT_UNTIL = 0.85
-#: the variants with unit coefficients are refitted by this share of the budget (after the climb, before
-#: the final refits on all points)
-UNITS_UNTIL = 0.92
 #: share of the budget (and at least EDIT_FLOOR_S) one edit of the local search may take to refit: an edit
 #: that needs the stiff integrator for longer is a miss (a junk component of 8 terms with exponentials
 #: took 1.5 s a refit on a noisy exponential decay, most of that fit's 6 s)
@@ -54,9 +53,13 @@ def _as_is(components, constants, problem: Problem, deadline: float = np.inf) ->
                trajectory_r2(components, constants, problem.fit_data, deadline))
 
 
-def _evaluated(problem: Problem, fit: Fit, source: str) -> Candidate | None:
-    """The candidate of a fit that integrates (None for one that does not)."""
-    return evaluate_fit(problem, fit, source) if np.isfinite(fit.r2) else None
+def _evaluated(problem: Problem, fit: Fit, source: str, since: float) -> Candidate | None:
+    """The candidate of a fit that integrates (None for one that does not), timed from ``since`` (its
+    refit's start) for the schedule."""
+    cand = evaluate_fit(problem, fit, source) if np.isfinite(fit.r2) else None
+    if cand is not None:
+        cand.seconds = time.monotonic() - since
+    return cand
 
 
 class ProposalSource(Protocol):
@@ -100,14 +103,15 @@ class Search:
     def run(self, problem: Problem, proposals: list[Proposal] | None = None) -> list[Candidate]:
         """The ranked candidates (best first, at most ``top_k``); ``proposals``: these instead of the
         sources' (the windowed run takes the whole trajectories' proposals)."""
-        refit_deadline = problem.by(REFIT_UNTIL)
         candidates: list[Candidate] = []
         proposals = self.propose(problem) if proposals is None else proposals
+        problem.mark("proposals")
         for p in proposals:
             exact = [c for c in candidates if c.exact]
             if exact and len(p.constants) >= min(len(c.fit.constants) for c in exact):
                 continue  # it cannot fit better than a candidate at the floor, only cost more
-            if problem.expired(REFIT_UNTIL):
+            since, until = time.monotonic(), refits_until(problem, candidates, self.top_k)
+            if since > until:
                 if candidates:
                     break  # the best answer so far is returned
                 # out of time with nothing yet: the proposals as they are, until one integrates
@@ -115,9 +119,9 @@ class Search:
             else:
                 # a linear library proposal's constants are already least squares on the derivatives;
                 # inner constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
-                fit = self._fit(p.components, p.constants, problem, refit_deadline,
+                fit = self._fit(p.components, p.constants, problem, until,
                                 derivative_stage=p.prior is None or p.tuned)
-            cand = _evaluated(problem, fit, p.source)
+            cand = _evaluated(problem, fit, p.source, since)
             if cand is not None:
                 candidates.append(cand)
                 # unpredictable data (chaos) are ranked over windows: checked once the first are refitted
@@ -125,28 +129,36 @@ class Search:
                 if switched is not None:
                     return switched
         candidates.sort(key=lambda c: -c.score)
-        candidates += self._pruned(problem, candidates[:3], refit_deadline)
-        # a best candidate at the criterion's floor can only be made simpler, which pruning does
-        if self.local is not None and candidates and self.refit and not max(candidates, key=lambda c: c.score).exact:
+        problem.mark("refits")
+        candidates += self._pruned(problem, candidates[:3], refits_until(problem, candidates, self.top_k))
+        until = refits_until(problem, candidates, self.top_k)
+        problem.mark("pruning")
+        problem.spent["reserved"] = problem.deadline - until
+        # a best candidate at the criterion's floor can only be made simpler, which pruning does; with no
+        # time left, the climb's set-up (every proposal through SymPy) is not worth starting
+        if (self.local is not None and candidates and self.refit and time.monotonic() < until
+                and not max(candidates, key=lambda c: c.score).exact):
             # one edit may not hold up the climb: a stiff one is a miss after its share of the budget
             edit_s = max(EDIT_FLOOR_S, EDIT_SHARE * problem.time_budget_s)
 
             def evaluate(components, constants, tuned):
-                deadline = min(refit_deadline, time.monotonic() + edit_s)
-                fit = self._fit(components, constants, problem, deadline, derivative_stage=tuned)
-                return _evaluated(problem, fit, self.local.name)
+                since = time.monotonic()
+                fit = self._fit(components, constants, problem, min(until, since + edit_s), derivative_stage=tuned)
+                return _evaluated(problem, fit, self.local.name, since)
 
-            candidates += self.local.climb(problem, candidates, proposals, evaluate, refit_deadline,
-                                           self.max_evaluations)
+            candidates += self.local.climb(problem, candidates, proposals, evaluate, until, self.max_evaluations)
+            problem.mark("climb")
         candidates.sort(key=lambda c: -c.score)
         candidates = distinct(candidates)
         if self.refit:
             candidates += self._with_unit_coefficients(problem, candidates[: self.top_k])
             candidates.sort(key=lambda c: -c.score)
             candidates = distinct(candidates)  # a variant and its original share a form: the better stays
+            problem.mark("units")
         candidates = candidates[: self.top_k]
         if self.refit:
             candidates = [self._refit_on_all(problem, c) for c in candidates]
+            problem.mark("final")
         mark_pareto(candidates)
         return candidates
 
@@ -165,6 +177,7 @@ class Search:
         found = self.run(inner, proposals)
         if not found:  # out of time on the windows: the whole trajectories' candidates stand
             return None
+        problem.spent.update(inner.spent)  # the stages of the windowed run are the fit's
         # r2 (contract 3.2) stays the whole trajectories' re-integrated from their observed first states
         # (the windows share the whole trajectories' normalisation: the same points)
         for cand in found:
@@ -180,18 +193,19 @@ class Search:
                          fit_initial=not problem.clean)
         return _as_is(components, constants, problem, deadline)
 
-    def _pruned(self, problem: Problem, best: list[Candidate], deadline: float) -> list[Candidate]:
+    def _pruned(self, problem: Problem, best: list[Candidate], until: float) -> list[Candidate]:
         """The best candidates again without their negligible terms (leftovers of noise fitting), and
-        with the parts that are constant on the data folded into constants."""
+        with the parts that are constant on the data folded into constants, by the clock time ``until``."""
         out, tried = [], set()
         for cand in best:
             for smaller in _smaller(cand.fit, problem):
-                if problem.expired(REFIT_UNTIL):
+                since = time.monotonic()
+                if since > until:
                     break
                 if smaller is None or smaller[0] in tried:
                     continue
                 tried.add(smaller[0])
-                new = _evaluated(problem, self._fit(*smaller, problem, deadline), cand.source)
+                new = _evaluated(problem, self._fit(*smaller, problem, until), cand.source, since)
                 if new is not None:
                     out.append(new)
         return out
@@ -201,19 +215,21 @@ class Search:
         higher than its original; on noisy data by the evidence margin, as a local search edit must, so
         that an approximant's coefficient of 0.93 does not become 1 for the five nats a constant saves (on
         clean data a coefficient fixed wrongly costs hundreds)."""
-        out, deadline = [], problem.by(UNITS_UNTIL)
+        out, until = [], units_until(problem, best)
         margin = 0.0 if problem.clean else MARGIN_NATS
         for cand in best:
             tried = set()
             for tol in UNIT_TOLERANCES:
-                if problem.expired(UNITS_UNTIL):
+                if time.monotonic() > until:
                     return out
                 variant = unit_coefficients(cand.fit.components, cand.fit.constants, problem.norm, tol,
                                             problem.operators)
                 if variant is None or variant[0] in tried:
                     continue
                 tried.add(variant[0])
-                new = _evaluated(problem, self._fit(*variant, problem, deadline, derivative_stage=False), cand.source)
+                since = time.monotonic()
+                new = _evaluated(problem, self._fit(*variant, problem, until, derivative_stage=False), cand.source,
+                                 since)
                 if new is not None and new.score > cand.score + margin:
                     out.append(new)
         return out
@@ -222,9 +238,10 @@ class Search:
         """The candidate's constants refitted on all points, held-out ones included; its rank stays."""
         if problem.expired():
             return cand
+        since = time.monotonic()
         fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline,
                     fit_initial=not problem.clean)
-        new = _evaluated(problem, fit, cand.source)
+        new = _evaluated(problem, fit, cand.source, since)
         if new is None or new.r2 < cand.r2:
             return cand
         new.score = cand.score

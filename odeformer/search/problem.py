@@ -45,6 +45,10 @@ class Problem:
     start: float = field(default_factory=time.monotonic)
     #: the user's trajectories were cut into windows of this many points (windows.py; None: whole)
     windows: int | None = None
+    #: seconds after the start at which each stage of the search ended ("proposals", "refits", "pruning",
+    #: "climb" where it ran, "units", "final"), and "reserved": the seconds the schedule kept for the unit
+    #: step and the final refits when the climb began (bench/stages.py reads them)
+    spent: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.norm = Normalization.fit(self.data)
@@ -77,6 +81,10 @@ class Problem:
 
     def expired(self, share: float = 1.0) -> bool:
         return time.monotonic() > self.by(share)
+
+    def mark(self, stage: str) -> None:
+        """Record that ``stage`` of the search ended now (``spent``)."""
+        self.spent[stage] = time.monotonic() - self.start
 
     @cached_property
     def observed(self) -> np.ndarray:
