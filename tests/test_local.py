@@ -98,7 +98,7 @@ def test_one_edit_gets_at_most_its_share_of_the_budget(monkeypatch):
     problem = Problem(pendulum(noise=0.02, seed=3), NAMES, OPS, False, budget)
     cands = Search([Fixed(WRONG_UNARY)], local=LocalSearch()).run(problem)
     assert "sin(theta)" in best_omega(cands)
-    stage = problem.by(schedule.UNTIMED[0])
+    stage = problem.by(schedule.FIXED[0])
     capped = [(at, d) for at, d in calls if d < stage]
     assert len(capped) >= 8  # the climb's refits
     assert all(d <= at + max(engine.EDIT_FLOOR_S, engine.EDIT_SHARE * budget) for at, d in capped)

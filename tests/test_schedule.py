@@ -22,8 +22,8 @@ def cand(score: float, seconds: float) -> Candidate:
 
 def test_before_anything_is_timed_the_stages_end_at_fixed_shares():
     p = problem()
-    assert schedule.refits_until(p, [], 5) == p.by(schedule.UNTIMED[0])
-    assert schedule.units_until(p, []) == p.by(schedule.UNTIMED[1])
+    assert schedule.refits_until(p, [], 5) == p.by(schedule.FIXED[0])
+    assert schedule.units_until(p, []) == p.by(schedule.FIXED[1])
 
 
 def test_fast_refits_leave_the_later_stages_only_the_minimum_reserve():
@@ -31,15 +31,23 @@ def test_fast_refits_leave_the_later_stages_only_the_minimum_reserve():
     fast = [cand(-i, 0.001) for i in range(5)]
     assert schedule.refits_until(p, fast, 5) == pytest.approx(p.deadline - schedule.MIN_RESERVE * BUDGET)
     assert schedule.units_until(p, fast) == pytest.approx(p.deadline - schedule.MIN_RESERVE * BUDGET)
-    assert schedule.refits_until(p, fast, 5) > p.by(schedule.UNTIMED[0])  # later than the fixed share
+    assert schedule.refits_until(p, fast, 5) > p.by(schedule.FIXED[0])  # later than the fixed share
 
 
-def test_slow_best_candidates_end_the_refits_early_enough_to_refit_them_again():
+def test_slower_best_candidates_end_the_refits_early_enough_to_refit_them_again():
     p = problem()
-    slow = [cand(-i, 0.5) for i in range(5)]  # five best, half a second each
-    assert schedule.refits_until(p, slow, 5) == pytest.approx(p.deadline - schedule.LATER_STAGES * 2.5)
-    assert schedule.units_until(p, slow) == pytest.approx(p.deadline - schedule.FINAL_STAGE * 2.5)
-    assert schedule.refits_until(p, slow, 5) < schedule.units_until(p, slow) < p.deadline
+    slower = [cand(-i, 0.05) for i in range(5)]  # five best, 50 ms each
+    assert schedule.refits_until(p, slower, 5) == pytest.approx(p.deadline - schedule.LATER_STAGES * 0.25)
+    assert schedule.units_until(p, slower) == pytest.approx(p.deadline - schedule.FINAL_STAGE * 0.25)
+    assert schedule.refits_until(p, slower, 5) < schedule.units_until(p, slower) < p.deadline
+
+
+def test_the_stages_never_end_before_their_fixed_shares():
+    """Slow junk at the top (seconds a refit) would reserve more than the budget: the fixed shares hold."""
+    p = problem()
+    slow = [cand(-i, 2.0) for i in range(5)]
+    assert schedule.refits_until(p, slow, 5) == p.by(schedule.FIXED[0])
+    assert schedule.units_until(p, slow) == p.by(schedule.FIXED[1])
 
 
 def test_only_the_best_candidates_count():
@@ -47,7 +55,7 @@ def test_only_the_best_candidates_count():
     p = problem()
     best = [cand(-i, 0.001) for i in range(5)]
     assert schedule.refits_until(p, [*best, cand(-100.0, 30.0)], 5) == schedule.refits_until(p, best, 5)
-    assert schedule.refits_until(p, [*best, cand(100.0, 30.0)], 5) < p.start  # a slow best one does
+    assert schedule.refits_until(p, [*best, cand(100.0, 0.3)], 5) < schedule.refits_until(p, best, 5)  # a best one does
 
 
 def test_every_refitted_candidate_is_timed_and_fast_refits_let_the_climb_run_past_the_fixed_share(monkeypatch):
@@ -69,4 +77,4 @@ def test_every_refitted_candidate_is_timed_and_fast_refits_let_the_climb_run_pas
     assert cands and all(c.seconds > 0 for c in cands)
     (until, prob, before), = ends
     assert until == schedule.refits_until(prob, before, 5)
-    assert until > p.by(schedule.UNTIMED[0])
+    assert until > p.by(schedule.FIXED[0])
