@@ -12,6 +12,7 @@
   fitted start
 - ``prune.py``: smaller variants of the best candidates
 - ``units.py``: the best candidates with their coefficients near +-1 in the user's units fixed at exactly that
+- ``schedule.py``: when the stages after the proposals end, from the refit costs measured in the fit
 - ``local.py``: local search around the best candidates (one-component edits, components mixed across
   proposals), screened by ``linear.py`` (a component's coefficients by linear least squares)
 - ``candidate.py``: a ranked candidate in the user's units; ``engine.py``: :class:`Search`, which runs it all
