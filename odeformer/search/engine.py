@@ -7,7 +7,8 @@ The time budget is a cap, not a schedule: each stage ends when its work is done,
 passes to the next. Decoding stops at 40% of the budget and library regressions at 60%; from the first
 refit on, the share-out follows the costs measured in the fit (schedule.py): refitting proposals and
 the local search end when the time left is what the unit step and the final refits of the best
-candidates are expected to take, the unit step when the final refits' is left. The local search ends
+candidates are expected to take, the unit step when the final refits' is left, neither before the
+fixed 85% and 92% of the budget. The local search ends
 when the criterion stops improving, and one of its edits may take 3% of the budget (at least 0.2 s) to
 refit; a budget beyond 10 s buys proportionally more refitted proposals and a longer, wider climb.
 Where the first refitted candidate and the first proposals all miss the whole trajectories and one of
