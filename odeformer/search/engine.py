@@ -143,9 +143,8 @@ class Search:
             edit_s = max(EDIT_FLOOR_S, EDIT_SHARE * problem.time_budget_s)
 
             def evaluate(components, constants, tuned):
-                since = time.monotonic()
-                fit = self._fit(components, constants, problem, min(until, since + edit_s), derivative_stage=tuned)
-                return _evaluated(problem, fit, self.local.name, since)
+                deadline = min(until, time.monotonic() + edit_s)
+                return self._candidate(components, constants, problem, deadline, self.local.name, tuned)
 
             candidates += self.local.climb(problem, candidates, proposals, evaluate, until, self.max_evaluations)
             problem.mark("climb")
@@ -194,19 +193,25 @@ class Search:
                          fit_initial=not problem.clean)
         return _as_is(components, constants, problem, deadline)
 
+    def _candidate(self, components, constants, problem: Problem, deadline: float, source: str,
+                   derivative_stage: bool = True) -> Candidate | None:
+        """A system refitted by ``deadline`` and ranked, timed for the schedule (None if it fails)."""
+        since = time.monotonic()
+        return _evaluated(problem, self._fit(components, constants, problem, deadline, derivative_stage), source,
+                          since)
+
     def _pruned(self, problem: Problem, best: list[Candidate], until: float) -> list[Candidate]:
         """The best candidates again without their negligible terms (leftovers of noise fitting), and
         with the parts that are constant on the data folded into constants, by the clock time ``until``."""
         out, tried = [], set()
         for cand in best:
             for smaller in _smaller(cand.fit, problem):
-                since = time.monotonic()
-                if since > until:
+                if time.monotonic() > until:
                     break
                 if smaller is None or smaller[0] in tried:
                     continue
                 tried.add(smaller[0])
-                new = _evaluated(problem, self._fit(*smaller, problem, until), cand.source, since)
+                new = self._candidate(*smaller, problem, until, cand.source)
                 if new is not None:
                     out.append(new)
         return out
@@ -228,9 +233,7 @@ class Search:
                 if variant is None or variant[0] in tried:
                     continue
                 tried.add(variant[0])
-                since = time.monotonic()
-                new = _evaluated(problem, self._fit(*variant, problem, until, derivative_stage=False), cand.source,
-                                 since)
+                new = self._candidate(*variant, problem, until, cand.source, derivative_stage=False)
                 if new is not None and new.score > cand.score + margin:
                     out.append(new)
         return out
