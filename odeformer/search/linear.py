@@ -37,13 +37,17 @@ def integrated(problem: Problem, theta: np.ndarray) -> np.ndarray:
 
 
 class LinearFits:
-    """Per-problem screening of components given as term tuples; library columns are cached by term."""
+    """Per-problem screening of components given as term tuples; library columns are cached by term.
+    ``states``: on noisy data, the states on the integration grid to regress along (default: the
+    smoothing splines'; the local search passes a candidate's simulated trajectory)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, states: np.ndarray | None = None):
         self.problem = problem
         self.integral = not problem.clean
         if self.integral:
             self.states, self.times = problem.integration_points
+            if states is not None:
+                self.states = states
             self.targets = problem.integration_targets
             self.weights = None
         else:
