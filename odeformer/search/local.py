@@ -59,6 +59,8 @@ POWERS = {*ARITHMETIC, "neg", "pow2", "pow3", "inv"}
 MAX_TERMS = 10
 #: terms at most in a support of the sparse paths along a candidate's trajectory (noisy data)
 PATH_TERMS = 4
+#: a candidate's trajectories must reproduce the data to this R² for the climb to screen along them
+ALONG_R2 = 0.5
 
 #: starts at most, however large the budget (``Problem.budget_scale`` scales ``starts`` and ``patience``:
 #: 30 s climbs from three times as many starts, three times as patiently)
@@ -233,15 +235,17 @@ class Climb:
         return kept(visited)
 
     def _screen(self, cand: Candidate) -> LinearFits:
-        """The cheap fits that screen the edits of ``cand``. On noisy data they regress along the
-        candidate's own simulated trajectory, and each component's sparse path there (up to
-        ``PATH_TERMS`` terms of the library without inner constants) joins the pool: smoothing splines of
-        sparse noisy points flatten fast oscillations, and their errors in the variables bias every
-        coefficient (Lorenz's ``x' = 5.1 (y - x)`` at 5% noise came out as ``1.5 (y - x)``, the pair
-        ranking 23rd of 45), where a fitted candidate's states are smooth and consistent with a system.
-        Clean data (and a trajectory that cannot be simulated) keep the derivative estimates'."""
+        """The cheap fits that screen the edits of ``cand``. On noisy data, where the candidate reproduces
+        the trajectories (R² at least ``ALONG_R2``), they regress along its own simulated trajectory, and
+        each component's sparse path there (up to ``PATH_TERMS`` terms of the library without inner
+        constants) joins the pool: smoothing splines of sparse noisy points flatten fast oscillations,
+        and their errors in the variables bias every coefficient (Lorenz's ``x' = 5.1 (y - x)`` at 5%
+        noise with half the points dropped came out as ``1.5 (y - x)``, that pair of terms 23rd of 45),
+        where a fitted candidate's states are smooth and consistent with a system. Clean data, a
+        candidate far from the data (a pendulum with ``cos`` for ``sin``: R² -1.3) and a trajectory
+        that cannot be simulated keep the derivative estimates'."""
         problem = self.problem
-        if problem.clean:
+        if problem.clean or not cand.fit.r2 >= ALONG_R2:
             return self.base_fits
         fit, parts = cand.fit, []
         for k, ((fine, _, _), (_, x)) in enumerate(zip(problem.integration_grid, problem.fit_data)):
