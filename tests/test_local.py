@@ -8,7 +8,8 @@ from scipy.integrate import solve_ivp
 
 from data_gen.expressions import CONST, to_sympy
 from odeformer.search import Problem, Proposal, Search
-from odeformer.search.local import LocalSearch, Motifs, rewrites
+from odeformer.search.library import Term
+from odeformer.search.local import Climb, LocalSearch, Motifs, canonical, rewrites
 
 OPS = {"add", "sub", "mul", "div", "neg", "sin", "cos", "exp", "pow2", "pow3", "inv", "tanh"}
 NAMES = ["theta", "omega"]
@@ -75,6 +76,55 @@ def test_a_larger_evaluation_budget_never_ends_worse():
         best.append(search.run(Problem(data, NAMES, OPS, False, 600.0))[0].score)
     assert all(b >= a for a, b in zip(best, best[1:])), best
     assert best[-1] > best[0] + 10, best
+
+
+def spiral(seed: int = 0) -> list:
+    """Lorenz's form at a stable spiral (sigma 6, rho 10, beta 2): 75 of 150 points, 5% relative noise."""
+    t = np.linspace(0, 10, 150)
+    x = solve_ivp(lambda _, v: [6 * (v[1] - v[0]), 10 * v[0] - v[1] - v[0] * v[2], v[0] * v[1] - 2 * v[2]],
+                  (0, 10), [2.0, 7.0, 11.0], t_eval=t, rtol=1e-10, atol=1e-12).y.T
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(150, 75, replace=False))
+    return [(t[keep], x[keep] * (1 + 0.05 * rng.standard_normal((75, 3))))]
+
+
+SPIRAL_LAW = ((("add", ("mul", CONST, "x_1"), ("mul", CONST, "x_0")),
+               ("add", ("add", ("mul", CONST, "x_0"), ("mul", CONST, "x_1")), ("mul", CONST, ("mul", "x_0", "x_2"))),
+               ("add", ("mul", CONST, ("mul", "x_0", "x_1")), ("mul", CONST, "x_2"))),
+              [6.0, -6.0, 10.0, -1.0, -1.0, 1.0, -2.0])
+
+
+def test_noisy_edits_are_screened_along_the_candidates_trajectory():
+    """On sparse noisy data the smoothing splines bias the cheap fit of x' = 6 (y - x) (errors in the
+    variables); along a fitted candidate's own trajectory the coefficients come out near 6, the pair
+    (x, y) ranks first among all pairs, and the sparse path there puts it in the pool. A candidate that
+    does not reproduce the data, and clean data, keep the splines' screen."""
+    import itertools
+
+    ops = {"add", "sub", "mul", "div", "neg", "sin", "cos", "exp", "pow2", "inv"}
+    problem = Problem(spiral(), ["x", "y", "z"], ops, False, 60.0)
+    assert not problem.clean
+    cands = Search([Fixed(SPIRAL_LAW)]).run(problem)
+    climb = Climb(LocalSearch(), problem, cands, [], None)
+    along = climb._screen(cands[0])
+    assert along is not climb.base_fits
+    pair = canonical((Term("x_0"), Term("x_1")))
+    assert np.allclose(np.abs(along.fit(pair, 0)[0]), 6.0, rtol=0.15), along.fit(pair, 0)[0]
+    assert np.all(np.abs(climb.base_fits.fit(pair, 0)[0]) < 3.0)  # the splines' bias this screen avoids
+    terms = [Term("x_0"), Term("x_1"), Term("x_2"), Term(("mul", "x_0", "x_1")), Term(("mul", "x_0", "x_2")),
+             Term(("mul", "x_1", "x_2")), Term(("pow2", "x_0")), Term(("pow2", "x_1")), Term(("pow2", "x_2")), None]
+    pairs = [canonical(p) for p in itertools.combinations(terms, 2)]
+    assert min(pairs, key=lambda p: along.fit(p, 0)[1]) == pair
+    assert min(pairs, key=lambda p: climb.base_fits.fit(p, 0)[1]) != pair
+    assert pair in climb.pool[0]
+    decay = ((("mul", CONST, "x_0"), ("mul", CONST, "x_1"), ("mul", CONST, "x_2")), [-1.0, -1.0, -1.0])
+    wrong = Search([Fixed(decay)]).run(Problem(spiral(), ["x", "y", "z"], ops, False, 60.0))
+    assert wrong[0].fit.r2 < 0.5
+    assert climb._screen(wrong[0]) is climb.base_fits
+    clean = Problem(pendulum(), NAMES, OPS, False, 60.0)
+    right = Search([Fixed(WRONG_UNARY)]).run(clean)
+    climb = Climb(LocalSearch(), clean, right, [], None)
+    assert climb._screen(right[0]) is climb.base_fits
 
 
 def test_one_edit_gets_at_most_its_share_of_the_budget(monkeypatch):
