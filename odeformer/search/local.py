@@ -240,8 +240,8 @@ class Climb:
         each component's sparse path there (up to ``PATH_TERMS`` terms of the library without inner
         constants) joins the pool: smoothing splines of sparse noisy points flatten fast oscillations,
         and their errors in the variables bias every coefficient (Lorenz's ``x' = 5.1 (y - x)`` at 5%
-        noise with half the points dropped came out as ``1.5 (y - x)``, that pair of terms 23rd of 45),
-        where a fitted candidate's states are smooth and consistent with a system. Clean data, a
+        noise with half the points dropped came out as ``1.5 (y - x)``, that pair of terms 24th of 45 in
+        the integral form), where a fitted candidate's states are smooth and consistent with a system. Clean data, a
         candidate far from the data (a pendulum with ``cos`` for ``sin``: R² -1.3) and a trajectory
         that cannot be simulated keep the derivative estimates'."""
         problem = self.problem
