@@ -181,11 +181,12 @@ class Climb:
                  proposals: list[Proposal], evaluate: Callable[[tuple[Tree, ...], list[float], bool],
                                                                Candidate | None]):
         self.search, self.problem, self.candidates, self.evaluate = search, problem, candidates, evaluate
-        self.fits = self.base_fits = LinearFits(problem)
+        self.base_fits = LinearFits(problem)  # the derivative estimates' screen
         # every proposal and candidate as term tuples, once (each goes through SymPy's expand)
         proposed = [as_terms(p.components, p.constants) for p in proposals]
         self.held = [as_terms(c.fit.components, c.fit.constants) for c in candidates]
         self.library = self._library(proposed)
+        self.path_terms = [t for t in self.library if not t.consts] + [None]  # the sparse paths' columns
         self.pool = self._alternatives(proposed + self.held)
         self.motif = Motifs(problem)
         self.prior = search.prior.for_problem(problem) if search.prior is not None else None
@@ -211,10 +212,10 @@ class Climb:
                 forms.add(terms)
                 starts.append((cand, terms))
         for cand, current in starts:
-            self.fits = self._screen(cand)
+            fits = self._screen(cand)
             seen.add(current)
             misses = 0
-            edits = self._edits(current, seen)
+            edits = self._edits(current, seen, fits)
             while edits and misses < patience:
                 if time.monotonic() > until or (max_evaluations is not None and count >= max_evaluations):
                     return kept(visited)
@@ -223,15 +224,15 @@ class Climb:
                     continue
                 seen.add(edit.components)
                 count += 1
-                system = _system(self.fits, edit.components)
+                system = _system(fits, edit.components)
                 new = self.evaluate(*system, edit.tuned) if system is not None else None
                 if new is None or new.score <= cand.score + margin:
                     misses += 1
                     continue
                 visited.append(new)
                 cand, current, misses = new, edit.components, 0  # climb from the better system
-                self.fits = self._screen(cand)
-                edits = self._edits(current, seen)
+                fits = self._screen(cand)
+                edits = self._edits(current, seen, fits)
         return kept(visited)
 
     def _screen(self, cand: Candidate) -> LinearFits:
@@ -241,20 +242,19 @@ class Climb:
         constants) joins the pool: smoothing splines of sparse noisy points flatten fast oscillations,
         and their errors in the variables bias every coefficient (Lorenz's ``x' = 5.1 (y - x)`` at 5%
         noise with half the points dropped came out as ``1.5 (y - x)``, that pair of terms 24th of 45 in
-        the integral form), where a fitted candidate's states are smooth and consistent with a system. Clean data, a
-        candidate far from the data (a pendulum with ``cos`` for ``sin``: R² -1.3) and a trajectory
-        that cannot be simulated keep the derivative estimates'."""
+        the integral form), where a fitted candidate's states are smooth and consistent with a system.
+        Clean data, a candidate far from the data (a pendulum with ``cos`` for ``sin``: R² -1.3) and a
+        trajectory that cannot be simulated keep the derivative estimates'."""
         problem = self.problem
         if problem.clean or not cand.fit.r2 >= ALONG_R2:
             return self.base_fits
         fit, parts = cand.fit, []
         for k, ((fine, _, _), (_, x)) in enumerate(zip(problem.integration_grid, problem.fit_data)):
             states = simulate(fit.components, fit.constants, fine, fit.start(k, x[0]), problem.deadline)
-            if states is None or not np.all(np.isfinite(states)):
+            if states is None:
                 return self.base_fits
             parts.append(states)
-        fits = LinearFits(problem, np.concatenate(parts))
-        terms = [t for t in self.library if not t.consts] + [None]
+        fits, terms = LinearFits(problem, np.concatenate(parts)), self.path_terms
         for i in range(problem.dim):
             cols = [fits.column(t, i) for t in terms]
             ok = [j for j, c in enumerate(cols) if c is not None]
@@ -281,12 +281,12 @@ class Climb:
                 out[i].add(terms)
         return out
 
-    def _edits(self, current: Components, seen: set) -> list[Edit]:
-        """Every single-component edit of ``current`` not yet tried, best cheap gain first, and the
-        system with every component's best edit at once."""
+    def _edits(self, current: Components, seen: set, fits: LinearFits) -> list[Edit]:
+        """Every single-component edit of ``current`` not yet tried, best gain in the cheap ``fits``
+        first, and the system with every component's best edit at once."""
         per_component: list[list[tuple[float, tuple, bool]]] = []
         for i, terms in enumerate(current):
-            base = self.fits.fit(terms, i)
+            base = fits.fit(terms, i)
             base_bic = base[1] if base is not None else np.inf
             options: dict[tuple, bool] = {}
             for j in range(len(terms)):
@@ -307,13 +307,13 @@ class Climb:
             for new, tuned in options.items():
                 if new == terms or not new:
                     continue
-                fitted = self.fits.fit(new, i)
+                fitted = fits.fit(new, i)
                 if fitted is not None and np.isfinite(fitted[1]):
                     scored.append((base_bic - fitted[1], new, tuned))
             scored.sort(key=lambda s: -s[0])
             per_component.append(scored)
         if self.prior is not None:
-            per_component = self._with_prior(current, per_component)
+            per_component = self._with_prior(current, per_component, fits)
         # components take turns, each's most promising edits first: the cheap fit's gains are not
         # comparable across components (one is explained to the noise, another barely)
         ranked = sorted(((rank, i, e) for i, scored in enumerate(per_component) for rank, e in enumerate(scored)),
@@ -326,15 +326,15 @@ class Climb:
             edits.insert(0, Edit(joint, any(t for _, _, t in tops)))
         return [e for e in edits if e.components not in seen]
 
-    def _with_prior(self, current: Components, per_component: list[list]) -> list[list]:
+    def _with_prior(self, current: Components, per_component: list[list], fits: LinearFits) -> list[list]:
         """Each component's most promising edits reordered by their cheap gain plus the transformer's
         log-probability of the edited system over the current one's (in BIC units, twice the nats)."""
         top = self.search.prior_top
-        systems = [_system(self.fits, current)]
+        systems = [_system(fits, current)]
         where = []
         for i, scored in enumerate(per_component):
             for k, (_, new, _) in enumerate(scored[:top]):
-                system = _system(self.fits, current[:i] + (new,) + current[i + 1:])
+                system = _system(fits, current[:i] + (new,) + current[i + 1:])
                 if system is not None:
                     systems.append(system)
                     where.append((i, k))
