@@ -124,3 +124,27 @@ def test_compiled_simulation_matches_lsoda_for_time_dependent_systems_starting_l
     stiff = (("mul", "C", ("sub", "x_0", ("cos", "t"))),)  # dx/dt = -1e4 (x - cos t): LSODA takes over
     out = simulate_many(stiff, np.array([[-1e4]]), t, np.array([0.0]))[0]
     assert out is not None and np.allclose(out[1:, 0], np.cos(t[1:]), atol=1e-3)  # past the initial layer
+
+
+def test_lsoda_fallback_stops_at_the_first_failure_among_a_jacobians_rows(monkeypatch):
+    import odeformer.search.refit as rf
+
+    t = np.linspace(0.0, 7.0, 40)  # the compiled integrator runs out of steps: LSODA is asked
+    stiff = (("mul", "C", ("sub", "x_0", ("cos", "t"))),)  # dx/dt = c (x - cos t), stiff for c ~ -1e4
+    rows = np.array([[-1e4], [-1.0001e4], [-1.0002e4]])  # one system's Jacobian rows
+    calls = []
+    real = rf._simulate_scipy
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rf, "_simulate_scipy", counted)
+    out = rf.simulate_many(stiff, rows, t, np.array([0.0]), alike=True)
+    assert len(calls) == 3 and all(o is not None for o in out)  # LSODA gets through: every row is tried
+
+    monkeypatch.setattr(rf, "_simulate_scipy", lambda *args, **kwargs: calls.append(1))  # LSODA fails
+    for alike, tried in ((True, 1), (False, 3)):  # other rows (the instability check's starts) are all tried
+        calls.clear()
+        assert rf.simulate_many(stiff, rows, t, np.array([0.0]), alike=alike) == [None] * 3 and len(calls) == tried
+
