@@ -10,7 +10,7 @@ the local search end when the time left is what the unit step and the final refi
 candidates are expected to take, the unit step when the final refits' is left, neither before the
 fixed 85% and 92% of the budget. The local search ends
 when the criterion stops improving, and one of its edits may take 3% of the budget (at least 0.2 s) to
-refit; a budget beyond 10 s buys proportionally more refitted proposals and a longer, wider climb.
+refit, one proposal 10%; a budget beyond 10 s buys proportionally more refitted proposals and a longer, wider climb.
 Where the first refitted candidate and the first proposals all miss the whole trajectories and one of
 them reproduces windows of them (chaos), the proposals are refitted and ranked again over windows
 (windows.py)."""
@@ -41,6 +41,9 @@ from odeformer.search.windows import CHECK_AFTER, TRACKERS, window_points, windo
 #: took 1.5 s a refit on a noisy exponential decay, most of that fit's 6 s)
 EDIT_SHARE = 0.03
 EDIT_FLOOR_S = 0.2
+#: share of the budget one proposal's refit may take: a junk proposal with stiff saturating terms took
+#: 4 s of a noisy Lotka-Volterra fit's 10, and the law, refitted later, was found with 0.5 s to spare
+PROPOSAL_SHARE = 0.1
 #: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them. On
 #: noisy data the priors that order them are less sure (Lotka-Volterra at 5% noise with half the points
 #: dropped was the 13th), so more are refitted there
@@ -120,7 +123,8 @@ class Search:
             else:
                 # a linear library proposal's constants are already least squares on the derivatives;
                 # inner constants taken from a scanned grid (K, c, w) are tuned on the derivatives first
-                fit = self._fit(p.components, p.constants, problem, until,
+                fit = self._fit(p.components, p.constants, problem,
+                                min(until, since + PROPOSAL_SHARE * problem.time_budget_s),
                                 derivative_stage=p.prior is None or p.tuned)
             cand = _evaluated(problem, fit, p.source, since)
             if cand is not None:
