@@ -85,7 +85,7 @@ def test_every_refitted_candidate_is_timed_and_fast_refits_let_the_climb_run_pas
 
 def test_one_proposals_refit_may_take_only_its_share_of_the_budget(monkeypatch):
     """A slow junk proposal cannot hold up the proposals after it: each refit's deadline is at most
-    ``PROPOSAL_SHARE`` of the budget after it starts (and never past the stage's end)."""
+    ``PROPOSAL_SHARE`` of the budget after it starts."""
     import odeformer.search.engine as engine
 
     deadlines = []
