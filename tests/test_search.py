@@ -15,6 +15,9 @@ from odeformer.samples import Example, collate
 from odeformer.search.refit import refit, trajectory_r2
 
 TEST_CKPT = Path(__file__).resolve().parent / "data" / "test_checkpoint"
+#: dx/dt = c (x - cos t): stiff for c ~ -1e4, where the compiled integrator runs out of steps over a few
+#: time units and LSODA takes over
+STIFF = (("mul", "C", ("sub", "x_0", ("cos", "t"))),)
 
 
 def _batch(c, trajectories):
@@ -121,16 +124,14 @@ def test_compiled_simulation_matches_lsoda_for_time_dependent_systems_starting_l
     for row, pred in zip(rows, compiled):
         ref = _simulate_scipy(forced, row, t, np.array([1.0]))
         assert pred is not None and np.abs(pred - ref).max() < 3e-4  # LSODA at rtol 1e-6 drifts ~6e-5
-    stiff = (("mul", "C", ("sub", "x_0", ("cos", "t"))),)  # dx/dt = -1e4 (x - cos t): LSODA takes over
-    out = simulate_many(stiff, np.array([[-1e4]]), t, np.array([0.0]))[0]
+    out = simulate_many(STIFF, np.array([[-1e4]]), t, np.array([0.0]))[0]
     assert out is not None and np.allclose(out[1:, 0], np.cos(t[1:]), atol=1e-3)  # past the initial layer
 
 
 def test_lsoda_fallback_stops_at_the_first_failure_among_a_jacobians_rows(monkeypatch):
     import odeformer.search.refit as rf
 
-    t = np.linspace(0.0, 7.0, 40)  # the compiled integrator runs out of steps: LSODA is asked
-    stiff = (("mul", "C", ("sub", "x_0", ("cos", "t"))),)  # dx/dt = c (x - cos t), stiff for c ~ -1e4
+    t = np.linspace(0.0, 7.0, 40)
     rows = np.array([[-1e4], [-1.0001e4], [-1.0002e4]])  # one system's Jacobian rows
     calls = []
     real = rf._simulate_scipy
@@ -140,11 +141,11 @@ def test_lsoda_fallback_stops_at_the_first_failure_among_a_jacobians_rows(monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rf, "_simulate_scipy", counted)
-    out = rf.simulate_many(stiff, rows, t, np.array([0.0]), alike=True)
+    out = rf.simulate_many(STIFF, rows, t, np.array([0.0]), alike=True)
     assert len(calls) == 3 and all(o is not None for o in out)  # LSODA gets through: every row is tried
 
     monkeypatch.setattr(rf, "_simulate_scipy", lambda *args, **kwargs: calls.append(1))  # LSODA fails
     for alike, tried in ((True, 1), (False, 3)):  # other rows (the instability check's starts) are all tried
         calls.clear()
-        assert rf.simulate_many(stiff, rows, t, np.array([0.0]), alike=alike) == [None] * 3 and len(calls) == tried
+        assert rf.simulate_many(STIFF, rows, t, np.array([0.0]), alike=alike) == [None] * 3 and len(calls) == tried
 

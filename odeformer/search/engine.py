@@ -42,8 +42,8 @@ from odeformer.search.windows import CHECK_AFTER, TRACKERS, window_points, windo
 #: took 1.5 s a refit on a noisy exponential decay, most of that fit's 6 s)
 EDIT_SHARE = 0.03
 EDIT_FLOOR_S = 0.2
-#: share of the budget one proposal's refit may take: a junk proposal with stiff saturating terms took
-#: 4 s of a noisy Lotka-Volterra fit's 10, and the law, refitted later, was found with 0.5 s to spare
+#: share of the budget one proposal's refit may take: uncapped, a junk proposal with stiff saturating
+#: terms takes 4 s of a noisy Lotka-Volterra fit's 10, ahead of the law
 PROPOSAL_SHARE = 0.1
 #: library proposals refitted at most (each refit ~10-100 ms); the transformer's come after them. On
 #: noisy data the priors that order them are less sure (Lotka-Volterra at 5% noise with half the points
