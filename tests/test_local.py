@@ -246,3 +246,30 @@ def test_the_climb_with_the_transformer_prior(shipped, monkeypatch):
     cands = Search([Fixed(WRONG_UNARY)], local=LocalSearch(prior=TransformerPrior(shipped))).run(
         Problem(pendulum(), NAMES, OPS, False, 60.0))
     assert calls and "sin(theta)" in best_omega(cands) and cands[0].r2 > 0.9999, (calls, best_omega(cands))
+
+
+#: the pendulum's law, theta' = omega, omega' = c*omega + c*sin(theta)
+LAW = (("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, ("sin", "x_0")))), [-0.3, -4.0])
+
+
+def test_a_poor_best_candidate_gets_a_more_patient_climb():
+    """A climb whose best candidate reproduces less than POOR_R2 of the data tries POOR_SCALE times as
+    many edits in a row without improvement before it stops; one from a candidate that reproduces the
+    data stops after the reference patience (every edit here a miss, counted in evaluations)."""
+    from odeformer.search import local
+
+    tried = {}
+    for name, system in (("wrong", WRONG_UNARY), ("law", LAW)):
+        problem = Problem(pendulum(noise=0.02, seed=3), NAMES, OPS, False, 10.0)
+        assert problem.budget_scale == 1.0
+        cands = Search([Fixed(system)]).run(problem)[:1]
+        calls = []
+
+        def miss(components, constants, tuned, calls=calls):
+            calls.append(components)
+
+        Climb(LocalSearch(), problem, cands, [], miss).run(np.inf, None)
+        tried[name] = (cands[0].r2, len(calls))
+    assert tried["wrong"][0] < local.POOR_R2 <= tried["law"][0], tried
+    assert tried["wrong"][1] == round(LocalSearch().patience * local.POOR_SCALE), tried
+    assert tried["law"][1] == LocalSearch().patience, tried
