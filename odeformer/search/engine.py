@@ -9,9 +9,9 @@ refit on, the share-out follows the costs measured in the fit (schedule.py): ref
 the local search end when the time left is what the unit step and the final refits of the best
 candidates are expected to take, the unit step when the final refits' is left, neither before the
 fixed 85% and 92% of the budget. One proposal's refit may take 10% of the budget. The local search
-ends when the criterion stops improving, and one of its edits may take 3% of the budget (at least
-0.2 s) to refit; a budget beyond 10 s buys proportionally more refitted proposals and a longer, wider
-climb.
+ends when the criterion stops improving (later while no candidate reproduces the data to R² 0.9),
+and one of its edits may take 3% of the budget (at least 0.2 s) to refit; a budget beyond 10 s buys
+proportionally more refitted proposals and a longer, wider climb.
 Where the first refitted candidate and the first proposals all miss the whole trajectories and one of
 them reproduces windows of them (chaos), the proposals are refitted and ranked again over windows
 (windows.py)."""
