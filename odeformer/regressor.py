@@ -24,6 +24,7 @@ from data_gen.expressions import var_name
 from odeformer import ambiguity, display
 from odeformer import checkpoint as ckpt
 from odeformer.search import Candidate, Problem, Search
+from odeformer.search.candidate import LOW_CONFIDENCE_R2
 from odeformer.search.forcing import Forcing
 from odeformer.search.local import LocalSearch
 from odeformer.search.saturating import Saturating
@@ -127,7 +128,7 @@ class ODERegressor:
         self.equations_ = self._search().run(problem)
         self.variables_ = names
         self.normalization_ = problem.norm
-        self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < 0.9
+        self.low_confidence_ = not self.equations_ or self.equations_[0].r2 < LOW_CONFIDENCE_R2
         # rivals within the noise margin that predict other futures (docs/ambiguity.md): every fit
         self.ambiguity_ = ambiguity.assess(problem, self.equations_)
         self.ambiguous_ = self.ambiguity_.ambiguous

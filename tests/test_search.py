@@ -129,6 +129,8 @@ def test_compiled_simulation_matches_lsoda_for_time_dependent_systems_starting_l
 
 
 def test_lsoda_fallback_stops_at_the_first_failure_among_a_jacobians_rows(monkeypatch):
+    """Rows of one Jacobian (``alike``) stop falling back to LSODA once it fails on one of them; where it
+    gets through, every row is tried, and rows that are not alike are all tried either way."""
     import odeformer.search.refit as rf
 
     t = np.linspace(0.0, 7.0, 40)

@@ -14,6 +14,10 @@ from odeformer.search.problem import Problem
 from odeformer.search.ranking import at_floor, criterion, instability, start_cost
 from odeformer.search.refit import Fit, simulate
 
+#: an answer that reproduces less of the data's variance than this (R², contract 3.2's ``r2``) is flagged
+#: ``low_confidence``; the local search climbs on while no candidate reaches it (local.POOR_R2)
+LOW_CONFIDENCE_R2 = 0.9
+
 
 @dataclass
 class Candidate:

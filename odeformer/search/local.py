@@ -36,7 +36,7 @@ from data_gen.expressions import (
     var_name,
     variables_used,
 )
-from odeformer.search.candidate import Candidate
+from odeformer.search.candidate import LOW_CONFIDENCE_R2, Candidate
 from odeformer.search.library import Term, grammar_terms, sum_tree
 from odeformer.search.linear import LinearFits, component_terms
 from odeformer.search.problem import Problem
@@ -65,12 +65,12 @@ ALONG_R2 = 0.5
 #: starts at most, however large the budget (``Problem.budget_scale`` scales ``starts`` and ``patience``:
 #: 30 s climbs from three times as many starts, three times as patiently)
 MAX_STARTS = 9
-#: while the best candidate reproduces less than this share of the data's variance (R², the answer's
+#: while the best candidate reproduces less than this share of the data's variance (the answer's
 #: ``low_confidence`` threshold), the climb is as wide and patient as at ``POOR_SCALE`` times the
 #: reference budget: stopping early is for answers that explain the data. Noisy Rössler (ODEBench 58, R²
 #: 0.67 when the climb begins) climbs on from -54 nats to 69-341 in its 10 s instead of stopping at
 #: 7.5 s; fits that reach R² 0.9 stop as early as before
-POOR_R2 = 0.9
+POOR_R2 = LOW_CONFIDENCE_R2
 POOR_SCALE = 3.0
 
 if TYPE_CHECKING:  # the transformer's module needs torch; the climb does not
