@@ -2,8 +2,11 @@
 sparse.integral_form): the numbers every later stage of the search leans on."""
 
 import numpy as np
+import pytest
 from scipy.integrate import solve_ivp
+from scipy.interpolate import make_smoothing_spline
 
+from odeformer.derivatives import gcv_penalty, smoothing_spline
 from odeformer.search.library import polynomial_terms, unique
 from odeformer.search.problem import Problem
 from odeformer.search.regression import component_path
@@ -19,6 +22,23 @@ def _problem(t, x):
 def _lotka_volterra(t):
     f = lambda _, y: [y[0] * (1.1 - 0.9 * y[1]), -y[1] * (2.0 - 1.3 * y[0])]  # noqa: E731
     return solve_ivp(f, (t[0], t[-1]), [1.2, 0.7], t_eval=t, rtol=1e-10, atol=1e-12).y.T
+
+
+@pytest.mark.parametrize("n", [6, 40, 200])
+def test_the_smoothing_spline_is_scipys_gcv_spline(n):
+    # the penalty is searched on the same criterion as scipy's own search, from an eigendecomposition
+    rng = np.random.default_rng(n)
+    t = np.sort(rng.uniform(0, 10, n))
+    y = 3 * np.sin(t) + 0.05 * t**2 + rng.normal(0, 0.2, n)
+    ours, scipys = smoothing_spline(t, y), make_smoothing_spline(t, y)
+    assert np.max(np.abs(ours(t) - scipys(t))) < 1e-3 * np.ptp(y)
+    assert np.max(np.abs(ours.derivative()(t) - scipys.derivative()(t))) < 1e-2 * np.ptp(y)
+    assert 0 < gcv_penalty(t, y) < n
+
+
+def test_a_smoothing_spline_needs_increasing_times():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        smoothing_spline(np.array([0.0, 1.0, 1.0, 2.0, 3.0]), np.arange(5.0))
 
 
 def test_a_clean_fast_coarsely_sampled_curve_counts_as_clean():

@@ -10,7 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
-from odeformer.derivatives import estimate_derivatives, interpolating_derivatives
+from odeformer.derivatives import estimate_derivatives, interpolating_derivatives, smoothing_spline
 from odeformer.encoding import Normalization
 from odeformer.search.quiet import quiet_scipy
 
@@ -273,13 +273,11 @@ def _spline_at_noise(t: np.ndarray, y: np.ndarray, noise_var: float):
 
 
 def _smoothing_splines(t: np.ndarray, x: np.ndarray) -> list:
-    from scipy.interpolate import make_smoothing_spline
-
     out = []
     for j in range(x.shape[1]):
         try:
             with np.errstate(all="ignore"):
-                out.append(make_smoothing_spline(t, x[:, j]) if len(t) >= 5 else None)
+                out.append(smoothing_spline(t, x[:, j]) if len(t) >= 5 else None)
         except (ValueError, np.linalg.LinAlgError):
             out.append(None)
     return out
