@@ -9,6 +9,7 @@ generator's hot path free of SymPy.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -155,7 +156,9 @@ def operators(tree: Tree) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def n_constants(tree: Tree) -> int:
+    # cached: the search splits the same few systems' constants tens of thousands of times per fit
     return sum(1 for leaf in leaves(tree) if leaf == CONST)
 
 

@@ -205,7 +205,7 @@ class ODERegressor:
         lines = []
         for i, cand in enumerate(self.equations_):
             lines.append(f"#{i + 1}  r2={cand.r2:.4f}  complexity={cand.complexity}{'  pareto' if cand.pareto else ''}")
-            lines += [f"    d{n}/dt = {display.rhs_string(e, digits=4)}" for n, e in zip(cand.rhs, cand.expressions)]
+            lines += [f"    d{n}/dt = {display.rhs_string(e, digits=4)}" for n, e in zip(cand.names, cand.expressions)]
         return "\n".join(lines)
 
     def print(self) -> None:

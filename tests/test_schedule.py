@@ -17,7 +17,7 @@ def problem() -> Problem:
 
 
 def cand(score: float, seconds: float) -> Candidate:
-    return Candidate({"x": "x"}, [], 1.0, 1, score, seconds=seconds)
+    return Candidate(["x"], [], 1.0, 1, score, seconds=seconds)
 
 
 def test_before_anything_is_timed_the_stages_end_at_fixed_shares():

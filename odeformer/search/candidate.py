@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import sympy as sp
@@ -21,7 +22,7 @@ LOW_CONFIDENCE_R2 = 0.9
 
 @dataclass
 class Candidate:
-    rhs: dict[str, str]
+    names: list[str]  # the user's variable names, in order
     expressions: list[sp.Expr] = field(repr=False)
     r2: float
     complexity: int
@@ -36,9 +37,14 @@ class Candidate:
     #: seconds its refit and ranking took (schedule.py shares out the budget by them)
     seconds: float = field(default=0.0, repr=False)
 
+    @cached_property
+    def rhs(self) -> dict[str, str]:
+        """``{variable: exact right-hand side}``; written on first read: printing is a twentieth of a fit's
+        time, and most candidates are ranked and dropped unread."""
+        return {n: display.rhs_string(e) for n, e in zip(self.names, self.expressions)}
+
     def to_dict(self) -> dict:
-        names = list(self.rhs)
-        return {"rhs": self.rhs, "latex": display.latex_rhs(self.expressions, names), "r2": self.r2,
+        return {"rhs": self.rhs, "latex": display.latex_rhs(self.expressions, self.names), "r2": self.r2,
                 "complexity": self.complexity, "score": self.score, "pareto": self.pareto,
                 "score_gap": self.score_gap}
 
@@ -69,8 +75,7 @@ def evaluate_fit(problem: Problem, fit: Fit, source: str = "") -> Candidate | No
              + start_cost(problem, fit))
     if not np.isfinite(value):
         return None
-    rhs = {n: display.rhs_string(e) for n, e in zip(problem.names, user)}
-    return Candidate(rhs, user, float(r2_all), complexity, -value, fit=fit, source=source,
+    return Candidate(list(problem.names), user, float(r2_all), complexity, -value, fit=fit, source=source,
                      exact=at_floor(problem, preds))
 
 
