@@ -108,6 +108,8 @@ class Normalization:
     def invert(self, rhs: Sequence[sp.Expr], variables: Sequence[sp.Symbol], t: sp.Symbol) -> list[sp.Expr]:
         """Right-hand sides in the user's units from ones predicted in the normalised frame:
         dx_i/dt = x_scale_i * t_scale * g_i(x / x_scale, (t - t_shift) * t_scale)."""
-        subs = {v: v / float(s) for v, s in zip(variables, self.x_scale)}
+        # variables left at scale 1 are not substituted: ``x/1.0`` would rebuild every expression as
+        # ``1.0*x`` (SymPy's arithmetic is most of a candidate's write-up), for the same result
+        subs = {v: v / float(s) for v, s in zip(variables, self.x_scale) if float(s) != 1.0}
         subs[t] = (t - self.t_shift) * self.t_scale
         return [sp.Float(float(s) * self.t_scale) * g.xreplace(subs) for g, s in zip(rhs, self.x_scale)]
