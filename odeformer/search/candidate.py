@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -20,28 +20,32 @@ from odeformer.search.refit import Fit, simulate
 LOW_CONFIDENCE_R2 = 0.9
 
 
-@dataclass
+@dataclass(repr=False)
 class Candidate:
     names: list[str]  # the user's variable names, in order
-    expressions: list[sp.Expr] = field(repr=False)
+    expressions: list[sp.Expr]
     r2: float
     complexity: int
     score: float  # -criterion (ranking.py): higher is better, in nats
     pareto: bool = False
-    fit: Fit | None = field(default=None, repr=False)  # components and constants in the model's frame
+    fit: Fit | None = None  # components and constants in the model's frame
     source: str = ""
     #: it reproduces the data to within the criterion's floor (ranking.at_floor)
-    exact: bool = field(default=False, repr=False)
+    exact: bool = False
     #: nats below the best candidate's score in its result (0 for the best; odeformer/ambiguity.py)
     score_gap: float = 0.0
     #: seconds its refit and ranking took (schedule.py shares out the budget by them)
-    seconds: float = field(default=0.0, repr=False)
+    seconds: float = 0.0
 
     @cached_property
     def rhs(self) -> dict[str, str]:
         """``{variable: exact right-hand side}``; written on first read: printing is a twentieth of a fit's
         time, and most candidates are ranked and dropped unread."""
         return {n: display.rhs_string(e) for n, e in zip(self.names, self.expressions)}
+
+    def __repr__(self) -> str:
+        return (f"Candidate(rhs={self.rhs!r}, r2={self.r2!r}, complexity={self.complexity!r}, score={self.score!r}, "
+                f"pareto={self.pareto!r}, source={self.source!r}, score_gap={self.score_gap!r})")
 
     def to_dict(self) -> dict:
         return {"rhs": self.rhs, "latex": display.latex_rhs(self.expressions, self.names), "r2": self.r2,
