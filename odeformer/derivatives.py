@@ -57,10 +57,7 @@ def smoothing_spline(t: np.ndarray, y: np.ndarray):
     from scipy.interpolate import make_smoothing_spline
 
     with np.errstate(all="ignore"):
-        lam = gcv_penalty(t, y)
-        if not np.isfinite(lam):
-            raise ValueError("generalised cross-validation found no penalty")
-        return make_smoothing_spline(t, y, lam=lam)
+        return make_smoothing_spline(t, y, lam=gcv_penalty(t, y))
 
 
 def spline_derivatives(t: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -67,9 +67,8 @@ ALONG_R2 = 0.5
 MAX_STARTS = 9
 #: while the best candidate reproduces less than this share of the data's variance (the answer's
 #: ``low_confidence`` threshold), the climb is as wide and patient as at ``POOR_SCALE`` times the
-#: reference budget: stopping early is for answers that explain the data. Noisy Rössler (ODEBench 58, R²
-#: 0.67 when the climb begins) climbs on from -54 nats to 69-341 in its 10 s instead of stopping at
-#: 7.5 s; fits that reach R² 0.9 stop as early as before
+#: reference budget: stopping early is for answers that explain the data, and an answer that does not
+#: is worth the rest of the budget (noisy Rössler, ODEBench 58, keeps climbing through its 10 s)
 POOR_R2 = LOW_CONFIDENCE_R2
 POOR_SCALE = 3.0
 

@@ -275,9 +275,8 @@ def _spline_at_noise(t: np.ndarray, y: np.ndarray, noise_var: float):
 def _smoothing_splines(t: np.ndarray, x: np.ndarray) -> list:
     out = []
     for j in range(x.shape[1]):
-        try:
-            with np.errstate(all="ignore"):
-                out.append(smoothing_spline(t, x[:, j]) if len(t) >= 5 else None)
+        try:  # fewer than 5 points raise ValueError too
+            out.append(smoothing_spline(t, x[:, j]))
         except (ValueError, np.linalg.LinAlgError):
             out.append(None)
     return out
