@@ -22,10 +22,6 @@ Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 HOLDOUT_EVERY = 5
 #: (neighbours on each side, degree) of the local polynomials whose leave-one-out errors bound the noise
 LOCAL_FITS = ((3, 3), (3, 5), (4, 7))
-#: points over which the noise around a point is averaged, and the range of the points' weights (noise
-#: variance over all points / noise variance around the point)
-WEIGHT_WINDOW = 15
-WEIGHT_RANGE = (0.01, 100.0)
 #: a smoothing spline whose residual mean square exceeds this many times the noise variance is refitted
 GCV_TOLERANCE = 4.0
 #: integration steps per interval between observed points (integral comparisons on noisy data)
@@ -202,37 +198,6 @@ class Problem:
             if local is not None:
                 var = np.minimum(var, np.mean(local, axis=0))
         return np.maximum(var, (1e-7 * np.maximum(self.scale, 1e-12)) ** 2)
-
-    @cached_property
-    def point_weights(self) -> list[np.ndarray] | None:
-        """Per trajectory of ``ndata``, each point's weight (points, variables): the noise variance over
-        all points over the noise variance around that point, so that each residual counts by its own
-        noise (the Gaussian likelihood's weights), where noise grows with the signal (proportional
-        noise, as ODEBench's and many instruments'). The noise variance around a point is the all-point
-        smoothing splines' squared residuals averaged over the ``WEIGHT_WINDOW`` points centred on it.
-        None on clean data."""
-        if self.clean:
-            return None
-        resid = []
-        for (t, x), splines in zip(self.ndata, self.all_point_splines):
-            fitted = np.stack([sp(t) if sp is not None else x[:, j] for j, sp in enumerate(splines)], axis=1)
-            resid.append((x - fitted) ** 2)
-        overall = np.maximum(np.mean(np.concatenate(resid), axis=0), 1e-300)
-        kernel = np.ones(WEIGHT_WINDOW)
-        out = []
-        for r in resid:
-            counts = np.convolve(np.ones(len(r)), kernel, mode="same")[:, None]
-            local = np.stack([np.convolve(r[:, j], kernel, mode="same") for j in range(r.shape[1])], axis=1)
-            out.append(np.clip(overall / np.maximum(local / counts, 1e-300), *WEIGHT_RANGE))
-        mean = np.mean(np.concatenate(out), axis=0)
-        return [w / mean for w in out]
-
-    @cached_property
-    def fit_weights(self) -> list[np.ndarray] | None:
-        """``point_weights`` at the fitting points."""
-        if self.point_weights is None:
-            return None
-        return [w[~held] for w, held in zip(self.point_weights, self.held)]
 
     @cached_property
     def clean(self) -> bool:
