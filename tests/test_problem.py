@@ -83,3 +83,30 @@ def test_integral_form_recovers_lotka_volterra_on_clean_data():
         assert set(got) == set(want[i]), got
         for form, value in want[i].items():
             assert abs(got[form] / value - 1) < 1e-4, got
+
+
+def test_point_weights_follow_noise_that_grows_with_the_signal():
+    # a logistic curve from 0.5 to 10: with 5% proportional noise the first points' noise is a tenth of
+    # the last points' (their weights tens of times larger); with noise of one size everywhere the
+    # weights scatter around 1 (15 residuals estimate each point's noise); clean data have none
+    rng = np.random.default_rng(8)
+    t = np.linspace(0, 10, 150)
+    x = 10 / (1 + 19 * np.exp(-t))
+    w = _problem(t, (x * (1 + 0.05 * rng.standard_normal(150)))[:, None]).point_weights[0][:, 0]
+    assert np.isclose(w.mean(), 1.0)
+    assert w[:15].mean() > 20 * w[-15:].mean(), (w[:15].mean(), w[-15:].mean())
+    uniform = _problem(t, (x + 0.3 * rng.standard_normal(150))[:, None]).point_weights[0][:, 0]
+    spread = np.percentile(uniform, 90) / np.percentile(uniform, 10)
+    assert 0.75 < np.median(uniform) < 1.33 and spread < 3.5, (np.median(uniform), spread)
+    assert _problem(t, x[:, None]).point_weights is None
+
+
+def test_point_weights_average_one_in_each_trajectory():
+    # a swing four times larger than another, both with 1% proportional noise: within each the weights
+    # follow the noise, and neither trajectory outweighs the other by its scale
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 10, 120)
+    runs = [(t, (a * np.cos(t) + 0.2 * a)[:, None] * (1 + 0.01 * rng.standard_normal((120, 1)))) for a in (1, 4)]
+    w = Problem(runs, ["x_0"], OPS, True, 30.0).point_weights
+    assert [round(float(v.mean()), 9) for v in w] == [1.0, 1.0]
+    assert all(v.max() > 5 * v.min() for v in w), [(v.min(), v.max()) for v in w]

@@ -195,7 +195,7 @@ class Search:
             return refit(components, constants, problem.fit_data, deadline=deadline,
                          derivatives=problem.derivatives[problem.best_estimator],
                          weights=problem.derivative_weights[problem.best_estimator], derivative_stage=derivative_stage,
-                         fit_initial=not problem.clean)
+                         fit_initial=not problem.clean, point_weights=problem.fit_weights)
         return _as_is(components, constants, problem, deadline)
 
     def _candidate(self, components, constants, problem: Problem, deadline: float, source: str,
@@ -249,7 +249,7 @@ class Search:
             return cand
         since = time.monotonic()
         fit = refit(cand.fit.components, cand.fit.constants, problem.ndata, deadline=problem.deadline,
-                    fit_initial=not problem.clean)
+                    fit_initial=not problem.clean, point_weights=problem.point_weights)
         new = _evaluated(problem, fit, cand.source, since)
         if new is None or new.r2 < cand.r2:
             return cand

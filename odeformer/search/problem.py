@@ -22,6 +22,10 @@ Trajectory = tuple[np.ndarray, np.ndarray]  # (t (n,), x (n, d)), t increasing
 HOLDOUT_EVERY = 5
 #: (neighbours on each side, degree) of the local polynomials whose leave-one-out errors bound the noise
 LOCAL_FITS = ((3, 3), (3, 5), (4, 7))
+#: points over which the noise around a point is averaged, and the range of the points' weights (the
+#: trajectory's noise variance / the noise variance around the point)
+WEIGHT_WINDOW = 15
+WEIGHT_RANGE = (0.01, 100.0)
 #: a smoothing spline whose residual mean square exceeds this many times the noise variance is refitted
 GCV_TOLERANCE = 4.0
 #: integration steps per interval between observed points (integral comparisons on noisy data)
@@ -198,6 +202,37 @@ class Problem:
             if local is not None:
                 var = np.minimum(var, np.mean(local, axis=0))
         return np.maximum(var, (1e-7 * np.maximum(self.scale, 1e-12)) ** 2)
+
+    @cached_property
+    def point_weights(self) -> list[np.ndarray] | None:
+        """Per trajectory of ``ndata``, each point's weight (points, variables): the trajectory's noise
+        variance over the noise variance around that point, so that within a trajectory each residual
+        counts by its own noise (the Gaussian likelihood's weights) where noise grows with the signal
+        (proportional noise, as ODEBench's and many instruments'). The noise variance around a point is
+        the all-point smoothing splines' squared residuals averaged over the ``WEIGHT_WINDOW`` points
+        centred on it. Each trajectory's weights average 1: across trajectories the criterion assumes
+        one noise level, as unweighted; a small swing beside a large one (docs/ambiguity.md) would
+        otherwise outweigh it by their scales squared, and the large one carries the evidence.
+        None on clean data."""
+        if self.clean:
+            return None
+        kernel = np.ones(WEIGHT_WINDOW)
+        out = []
+        for (t, x), splines in zip(self.ndata, self.all_point_splines):
+            fitted = np.stack([sp(t) if sp is not None else x[:, j] for j, sp in enumerate(splines)], axis=1)
+            r = (x - fitted) ** 2
+            counts = np.convolve(np.ones(len(r)), kernel, mode="same")[:, None]
+            local = np.stack([np.convolve(r[:, j], kernel, mode="same") for j in range(r.shape[1])], axis=1)
+            w = np.clip(np.mean(r, axis=0) / np.maximum(local / counts, 1e-300), *WEIGHT_RANGE)
+            out.append(w / np.maximum(np.mean(w, axis=0), 1e-300))
+        return out
+
+    @cached_property
+    def fit_weights(self) -> list[np.ndarray] | None:
+        """``point_weights`` at the fitting points."""
+        if self.point_weights is None:
+            return None
+        return [w[~held] for w, held in zip(self.point_weights, self.held)]
 
     @cached_property
     def clean(self) -> bool:

@@ -4,8 +4,9 @@ For a candidate re-integrated from each trajectory's first observed state (on no
 initial state fitted with its constants, which pays a Gaussian prior around the observed first state:
 ``start_cost``), with
 ``n`` observed points per variable (the constants were fitted without the held-out fifth of them),
-residual mean square ``MSE_j`` for variable ``j`` (normalised frame), ``k`` free constants
-and ``N = n * d`` residuals in all:
+residual mean square ``MSE_j`` for variable ``j`` (normalised frame; on noisy data each squared
+residual weighted by its point's noise, ``Problem.point_weights``: the Gaussian likelihood of noise
+that grows with the signal), ``k`` free constants and ``N = n * d`` residuals in all:
 
     criterion = sum_j n * log(MSE_j + floor_j) + (k + NODE_COST * nodes + TIME_COST * t_terms) * log(N)
 
@@ -50,11 +51,11 @@ def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes
     normalised trajectory are ``preds``; ``time_terms``: occurrences of ``t`` in its equations."""
     # every observed point (constants never see the held-out fifth): with half of 150 points dropped, 15
     # held-out points cannot tell a logistic law from a cubic at 5% noise, and 75 can
-    obs, pred = problem.observed, np.concatenate(preds)
+    pred = np.concatenate(preds)
     if not np.all(np.isfinite(pred)):
         return np.inf
-    n, d = obs.shape
-    mse = np.mean((obs - pred) ** 2, axis=0)
+    n, d = problem.observed.shape
+    mse = _mean_squares(problem, pred)
     floor = floors(problem)
     total = n * d
     cost = n_constants + NODE_COST * nodes + TIME_COST * time_terms
@@ -69,8 +70,15 @@ def floors(problem: Problem) -> np.ndarray:
 def at_floor(problem: Problem, preds: list[np.ndarray]) -> bool:
     """The predictions reproduce every observed point to within the floor: no other candidate can fit
     better in the criterion's eyes, only be simpler."""
-    obs, pred = problem.observed, np.concatenate(preds)
-    return bool(np.all(np.mean((obs - pred) ** 2, axis=0) <= floors(problem)))
+    return bool(np.all(_mean_squares(problem, np.concatenate(preds)) <= floors(problem)))
+
+
+def _mean_squares(problem: Problem, pred: np.ndarray) -> np.ndarray:
+    """Per-variable mean square of the residuals at every observed point, each weighted by its noise
+    (``Problem.point_weights``) on noisy data."""
+    weights = problem.point_weights
+    squares = (problem.observed - pred) ** 2
+    return np.mean(squares * np.concatenate(weights) if weights is not None else squares, axis=0)
 
 
 #: restarts from observed states at these shares of the first trajectory, each nudged up and down

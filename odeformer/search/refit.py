@@ -167,13 +167,17 @@ def fit_derivatives(components: Sequence[Tree], consts0: Sequence[float], ts: np
 
 def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[Trajectory],
           deadline: float = np.inf, max_nfev: int = 15, derivatives: np.ndarray | None = None,
-          derivative_stage: bool = True, fit_initial: bool = True, weights: np.ndarray | None = None) -> Fit:
+          derivative_stage: bool = True, fit_initial: bool = True, weights: np.ndarray | None = None,
+          point_weights: Sequence[np.ndarray] | None = None) -> Fit:
     """Refit the constants of one candidate to the data; returns the better of the start and the refit.
     ``derivatives``: dx/dt at the pooled points of ``data`` for the first stage (default: Savitzky-Golay);
     ``weights``: per-point weights of those derivatives (Problem.derivative_weights);
     ``derivative_stage=False`` skips that stage (constants that already come from a derivative fit);
     ``fit_initial``: the trajectory stage fits each trajectory's initial state too (for noisy data; on
-    clean data the observed first points are the truth, and freeing them lets a wrong law fit)."""
+    clean data the observed first points are the truth, and freeing them lets a wrong law fit);
+    ``point_weights``: per trajectory, each point's weight in the trajectory stage (points, variables;
+    ``Problem.point_weights``), whose weighted residuals then also decide between the start and the
+    refit."""
     components = tuple(components)
     c0 = np.asarray(consts0, dtype=np.float64)
     if len(c0) == 0:
@@ -199,7 +203,8 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         for j, (t, x) in enumerate(data):
             preds = simulate_many(components, rows[:, :k], t, rows[:, k + j * d: k + (j + 1) * d], deadline,
                                   alike=True)
-            out.append(np.stack([((p - x) / x_scale).ravel() if p is not None else np.full(x.size, 1e3)
+            root = 1.0 if point_weights is None else np.sqrt(point_weights[j])
+            out.append(np.stack([((p - x) / x_scale * root).ravel() if p is not None else np.full(x.size, 1e3)
                                  for p in preds]))
         return np.concatenate(out, axis=1)
 
@@ -229,7 +234,13 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         if not np.all(np.isfinite(params)):
             raise ValueError("not finite")
         r2_2 = trajectory_r2(components, consts, data, deadline, starts)
-        if r2_2 > r2:
+        if point_weights is None:
+            better = r2_2 > r2
+        else:  # the weighted residuals decide, as the fit minimised them
+            start = np.concatenate([candidates[i], observed])[:free]
+            better = np.isfinite(r2_2) and (np.sum(residuals(full(stage2.x))[0] ** 2)
+                                            < np.sum(residuals(full(start))[0] ** 2))
+        if better:
             return Fit(components, consts, r2_2, starts if fit_initial else None)
     except (_Deadline, ValueError, FloatingPointError):
         pass
