@@ -9,6 +9,7 @@ from scipy.interpolate import make_smoothing_spline
 from odeformer.derivatives import gcv_penalty, smoothing_spline
 from odeformer.search.library import polynomial_terms, unique
 from odeformer.search.problem import Problem
+from odeformer.search.ranking import at_floor, floors
 from odeformer.search.regression import component_path
 from odeformer.search.sparse import integral_form
 
@@ -110,3 +111,17 @@ def test_point_weights_average_one_in_each_trajectory():
     w = Problem(runs, ["x_0"], OPS, True, 30.0).point_weights
     assert [round(float(v.mean()), 9) for v in w] == [1.0, 1.0]
     assert all(v.max() > 5 * v.min() for v in w), [(v.min(), v.max()) for v in w]
+
+
+def test_the_truth_under_proportional_noise_is_not_at_the_criterion_floor():
+    # the floor is a tenth of the noise in the weighted residuals' units: the clean curve itself misses
+    # the noisy points by the noise, so it is not "exact" (that would stop the search before its climb)
+    rng = np.random.default_rng(5)
+    t = np.linspace(0, 10, 100)
+    x = (0.2 + 2.8 * np.exp(-0.5 * t))[:, None]
+    problem = _problem(t, x * (1 + 0.05 * rng.standard_normal(x.shape)))
+    truth = problem.norm.apply(t, x)[1]
+    plain = np.mean((problem.observed - truth) ** 2, axis=0)
+    assert 0.05 < problem.weighted_share[0] < 0.5, problem.weighted_share
+    assert np.all(floors(problem) < 0.2 * problem.weighted_share * plain)
+    assert not at_floor(problem, [truth])

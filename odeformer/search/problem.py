@@ -218,13 +218,33 @@ class Problem:
             return None
         kernel = np.ones(WEIGHT_WINDOW)
         out = []
-        for (t, x), splines in zip(self.ndata, self.all_point_splines):
-            fitted = np.stack([sp(t) if sp is not None else x[:, j] for j, sp in enumerate(splines)], axis=1)
-            r = (x - fitted) ** 2
+        for r in self._spline_squares:
             counts = np.convolve(np.ones(len(r)), kernel, mode="same")[:, None]
             local = np.stack([np.convolve(r[:, j], kernel, mode="same") for j in range(r.shape[1])], axis=1)
             w = np.clip(np.mean(r, axis=0) / np.maximum(local / counts, 1e-300), *WEIGHT_RANGE)
             out.append(w / np.maximum(np.mean(w, axis=0), 1e-300))
+        return out
+
+    @cached_property
+    def weighted_share(self) -> np.ndarray:
+        """Per variable, the weighted mean square of noise over its plain mean square (1 on clean data):
+        the all-point splines' squared residuals with and without ``point_weights``. Weights that average
+        1 shrink the mean square of noise that varies (the noisiest points weigh least), so anything
+        compared with a weighted mean square in noise-variance units (the criterion's floor) is scaled
+        by this share."""
+        if self.point_weights is None:
+            return np.ones(self.dim)
+        squares = np.concatenate(self._spline_squares)
+        weighted = np.mean(squares * np.concatenate(self.point_weights), axis=0)
+        return weighted / np.maximum(np.mean(squares, axis=0), 1e-300)
+
+    @cached_property
+    def _spline_squares(self) -> list[np.ndarray]:
+        """Per trajectory of ``ndata``, the all-point splines' squared residuals (points, variables)."""
+        out = []
+        for (t, x), splines in zip(self.ndata, self.all_point_splines):
+            fitted = np.stack([sp(t) if sp is not None else x[:, j] for j, sp in enumerate(splines)], axis=1)
+            out.append((x - fitted) ** 2)
         return out
 
     @cached_property

@@ -64,7 +64,8 @@ def criterion(problem: Problem, preds: list[np.ndarray], n_constants: int, nodes
 
 def floors(problem: Problem) -> np.ndarray:
     """Per-variable mean squares below which the criterion rewards nothing more."""
-    return np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * problem.scale) ** 2)
+    # in the weighted residuals' units on noisy data (Problem.weighted_share)
+    return np.maximum(FLOOR_SHARE * problem.noise_var, (PRECISION * problem.scale) ** 2) * problem.weighted_share
 
 
 def at_floor(problem: Problem, preds: list[np.ndarray]) -> bool:
