@@ -48,8 +48,11 @@ class LinearFits:
             self.states, self.times = problem.integration_points
             if states is not None:
                 self.states = states
+            # each point counts by its noise, as in the criterion (Problem.point_weights)
+            self.weights = None if problem.fit_weights is None else np.sqrt(np.concatenate(problem.fit_weights))
             self.targets = problem.integration_targets
-            self.weights = None
+            if self.weights is not None:
+                self.targets = self.targets * self.weights
         else:
             self.times, self.states = problem.fit_points
             est = problem.best_estimator

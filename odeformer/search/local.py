@@ -208,6 +208,7 @@ class Climb:
             return [c for c in found if not best < c.score <= best + margin]
 
         seen: set = set()
+        shapes: set = set()  # the skeletons refitted
         visited: list[Candidate] = []
         count = 0
         scale = self.problem.budget_scale
@@ -233,8 +234,13 @@ class Climb:
                 if edit.components in seen:
                     continue
                 seen.add(edit.components)
-                count += 1
                 system = _system(fits, edit.components)
+                # term tuples that differ only in a motif's starting constant are one skeleton: refitted once
+                if system is not None and system[0] in shapes:
+                    continue
+                count += 1
+                if system is not None:
+                    shapes.add(system[0])
                 new = self.evaluate(*system, edit.tuned) if system is not None else None
                 if new is None or new.score <= cand.score + margin:
                     misses += 1
@@ -306,11 +312,16 @@ class Climb:
                     ops = self.problem.operators
                     for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, ops, self.motif):
                         options.setdefault(canonical(terms[:j] + (Term(tree, consts),) + terms[j + 1:]), tuned)
-            if len(terms) < MAX_TERMS:
-                have = {t.key if t is not None else None for t in terms}
-                for extra in [*self.library, None]:
-                    if (extra.key if extra is not None else None) not in have:
-                        options.setdefault(canonical((*terms, extra)), False)
+            have = {t.key if t is not None else None for t in terms}
+            for extra in [*self.library, None]:
+                if (extra.key if extra is not None else None) in have:
+                    continue
+                if len(terms) < MAX_TERMS:
+                    options.setdefault(canonical((*terms, extra)), False)
+                # a term replaced by another: where neither dropping the one nor adding the other alone
+                # wins by the margin
+                for j in range(len(terms)):
+                    options.setdefault(canonical(terms[:j] + (extra,) + terms[j + 1:]), False)
             for alt in self.pool[i]:
                 options.setdefault(alt, False)
             scored = []
