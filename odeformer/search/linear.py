@@ -1,5 +1,6 @@
 """Cheap fits of one component: its additive terms' coefficients by linear least squares, against the
-derivative estimate on clean data and in integral (weak) form on noisy data, scored by a BIC. No
+derivative estimate on clean data and in integral (weak) form on noisy data (each point weighted by
+its noise, ``Problem.point_weights``), scored by a BIC. No
 integration: thousands of edited components can be screened in the time one trajectory refit takes."""
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Local search around the best candidates: edits of one component at a time, screened by a cheap
 linear fit (``linear.py``; on noisy data along the current candidate's simulated trajectory), the most
-promising refitted on the trajectories and ranked by the criterion.
+promising refitted on the trajectories (each skeleton once per climb) and ranked by the criterion.
 It climbs while the criterion improves (anytime: the best so far is always ranked), from each of the
 best few candidates in turn.
 
 The edits of a component (its additive terms, each without its coefficient):
 
 - drop a term; add a term from the libraries (polynomial, the grammar's unary terms) or from any
-  proposal (the transformer's, the saturating and forcing sources');
+  proposal (the transformer's, the saturating and forcing sources'), or put one in a term's place;
 - rewrite a term at one node: a unary operator swapped for another (``cos`` -> ``sin``), a variable
   replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable,
   a power of one variable by a saturation (``x**2 -> x**2/(K + x**2)``, a Hill function);
