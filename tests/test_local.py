@@ -273,3 +273,26 @@ def test_a_poor_best_candidate_gets_a_more_patient_climb():
     assert tried["wrong"][0] < local.POOR_R2 <= tried["law"][0], tried
     assert tried["wrong"][1] == round(LocalSearch().patience * local.POOR_SCALE), tried
     assert tried["law"][1] == LocalSearch().patience, tried
+
+
+def test_a_term_is_replaced_in_one_edit_and_each_skeleton_is_refitted_once():
+    """omega' = c*omega + c*theta*omega: the edit that puts sin(theta) in the product's place is offered
+    and screened first among component 2's edits; the climb refits no skeleton twice."""
+    problem = Problem(pendulum(), NAMES, OPS, False, 60.0)
+    seed = (("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, ("mul", "x_0", "x_1")))), [-0.3, -4.0])
+    cands = Search([Fixed(seed)]).run(problem)
+    refitted = []
+
+    def evaluate(components, constants, tuned):
+        refitted.append(components)
+        return Search([])._candidate(components, constants, problem, np.inf, "local", tuned)
+
+    climb = Climb(LocalSearch(), problem, cands, [], evaluate)
+    current = climb.held[0]
+    law = canonical((Term("x_1"), Term(("sin", "x_0"))))
+    assert law not in {canonical(current[1][:j] + current[1][j + 1:]) for j in range(2)}  # not a drop
+    edits = [e.components for e in climb._edits(current, set(), climb.base_fits) if e.components[0] == current[0]]
+    assert edits[0][1] == law, edits[:3]
+    found = climb.run(np.inf, 40)
+    assert len(refitted) == len(set(refitted)) > 0
+    assert found and "sin(theta)" in found[-1].rhs["omega"], [c.rhs for c in found]
