@@ -96,6 +96,9 @@ def test_point_weights_follow_noise_that_grows_with_the_signal():
     w = _problem(t, (x * (1 + 0.05 * rng.standard_normal(150)))[:, None]).point_weights[0][:, 0]
     assert np.isclose(w.mean(), 1.0)
     assert w[:15].mean() > 20 * w[-15:].mean(), (w[:15].mean(), w[-15:].mean())
+    # the derivative regressions weigh the fitting points alike
+    noisy = _problem(t, (x * (1 + 0.05 * rng.standard_normal(150)))[:, None])
+    assert np.array_equal(noisy.derivative_weights["spline"], np.concatenate(noisy.fit_weights))
     uniform = _problem(t, (x + 0.3 * rng.standard_normal(150))[:, None]).point_weights[0][:, 0]
     spread = np.percentile(uniform, 90) / np.percentile(uniform, 10)
     assert 0.75 < np.median(uniform) < 1.33 and spread < 3.5, (np.median(uniform), spread)

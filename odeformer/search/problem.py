@@ -122,10 +122,11 @@ class Problem:
     def derivative_weights(self) -> _Weights:
         """Per-point regression weights (pooled points, variables) for each derivative estimate, mean 1:
         the inverse of the estimate's squared error where that error can be told (the interpolating
-        spline's, from its disagreement with one of higher degree), else uniform. On clean data the
+        spline's, from its disagreement with one of higher degree), on noisy data the points' noise
+        weights (``fit_weights``: an estimate's error grows with the noise it smooths), else uniform. On clean data the
         quintic spline is accurate to 1e-4 inside the data and off by tens of percent at a fast
         start or an end; unweighted, those few points decide which terms a sparse regression keeps."""
-        return _Weights(self.fit_data, self.derivatives)
+        return _Weights(self.fit_data, self.derivatives, self.fit_weights)
 
     @cached_property
     def integration_grid(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -292,9 +293,13 @@ class _Derivatives(dict):
 class _Weights(dict):
     """Regression weights by derivative estimate name, each computed when first asked for."""
 
-    def __init__(self, data: Sequence[Trajectory], derivatives: _Derivatives):
+    def __init__(self, data: Sequence[Trajectory], derivatives: _Derivatives,
+                 noisy: list[np.ndarray] | None = None):
         super().__init__()
         self.data, self.derivatives = data, derivatives
+        # on noisy data each point's weight by its noise (Problem.fit_weights): a derivative estimate's
+        # error grows with the noise of the states it smooths
+        self.noisy = None if noisy is None else np.concatenate(noisy)
 
     def __missing__(self, name: str) -> np.ndarray:
         value = self.derivatives[name]
@@ -306,6 +311,8 @@ class _Weights(dict):
             w = 1.0 / ((value - higher) ** 2 + floor)
             w = np.where(np.isfinite(w), w, 0.0)
             w = w / np.maximum(w.mean(axis=0), 1e-300)
+        elif self.noisy is not None:
+            w = self.noisy
         else:
             w = np.ones_like(value)
         self[name] = w
