@@ -123,9 +123,10 @@ class Problem:
         """Per-point regression weights (pooled points, variables) for each derivative estimate, mean 1:
         the inverse of the estimate's squared error where that error can be told (the interpolating
         spline's, from its disagreement with one of higher degree), on noisy data the points' noise
-        weights (``fit_weights``: an estimate's error grows with the noise it smooths), else uniform. On clean data the
-        quintic spline is accurate to 1e-4 inside the data and off by tens of percent at a fast
-        start or an end; unweighted, those few points decide which terms a sparse regression keeps."""
+        weights (``fit_weights``: an estimate's error grows with the noise it smooths), else uniform.
+        On clean data the quintic spline is accurate to 1e-4 inside the data and off by tens of percent
+        at a fast start or an end; unweighted, those few points decide which terms a sparse regression
+        keeps."""
         return _Weights(self.fit_data, self.derivatives, self.fit_weights)
 
     @cached_property

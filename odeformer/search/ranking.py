@@ -12,9 +12,10 @@ that grows with the signal), ``k`` free constants and ``N = n * d`` residuals in
 
 ``floor_j`` is a tenth of the measurement-noise variance estimated from the data (the residuals of a
 smoothing spline chosen by generalised cross-validation; ``Problem.noise_var``), and at least
-``(1e-3 * std_j)**2`` (the variable's standard deviation), on noisy data both in the weighted residuals' units
-(``Problem.weighted_share``): nothing is rewarded for fitting below the noise, or below 0.1% of the standard deviation,
-which approximants with many terms reach on one trajectory and then fail on the next. On clean data an
+``(1e-3 * std_j)**2`` (the variable's standard deviation), on noisy data both in the weighted
+residuals' units (``Problem.weighted_share``): nothing is rewarded for fitting below the noise, or below
+0.1% of the standard deviation, which approximants with many terms reach on one trajectory and then
+fail on the next. On clean data an
 exact law (MSE at the floor) still beats an approximant with 1% error (MSE 1e-4 of the spread squared)
 by about n*log(50) ~ 590 nats for 150 points, far beyond what a constant costs (log N ~ 5
 nats). A node costs a fifth of a constant, so among equally good fits the smaller tree wins.

@@ -224,9 +224,10 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         rows = np.atleast_2d(params)
         return rows if fit_initial else np.hstack([rows, np.repeat(observed[None], len(rows), axis=0)])
 
+    start = np.concatenate([candidates[i], observed])[:free]
     try:
         with np.errstate(all="ignore"):
-            stage2 = least_squares(lambda p: residuals(full(p))[0], np.concatenate([candidates[i], observed])[:free],
+            stage2 = least_squares(lambda p: residuals(full(p))[0], start,
                                    jac=lambda p: _jacobian(lambda rows: residuals(full(rows)), p),
                                    max_nfev=max_nfev, method="trf")
         params = full(stage2.x)[0]
@@ -237,9 +238,7 @@ def refit(components: Sequence[Tree], consts0: Sequence[float], data: Sequence[T
         if point_weights is None:
             better = r2_2 > r2
         else:  # the weighted residuals decide, as the fit minimised them
-            start = np.concatenate([candidates[i], observed])[:free]
-            better = np.isfinite(r2_2) and (np.sum(residuals(full(stage2.x))[0] ** 2)
-                                            < np.sum(residuals(full(start))[0] ** 2))
+            better = np.isfinite(r2_2) and np.sum(stage2.fun**2) < np.sum(residuals(full(start))[0] ** 2)
         if better:
             return Fit(components, consts, r2_2, starts if fit_initial else None)
     except (_Deadline, ValueError, FloatingPointError):
