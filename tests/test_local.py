@@ -275,10 +275,10 @@ def test_a_poor_best_candidate_gets_a_more_patient_climb():
     assert tried["law"][1] == LocalSearch().patience, tried
 
 
-def test_a_term_is_replaced_in_one_edit_and_each_skeleton_is_refitted_once():
-    """omega' = c*omega + c*theta*omega: the edit that puts sin(theta) in the product's place is offered
-    and screened first among component 2's edits; the climb refits no skeleton twice."""
-    problem = Problem(pendulum(), NAMES, OPS, False, 60.0)
+def test_each_skeleton_is_refitted_once_in_a_climb():
+    """omega' = c*omega + c*theta*omega: the climb reaches sin(theta) and refits no skeleton twice (edits
+    that differ only in a motif's starting constant are one skeleton)."""
+    problem = Problem(pendulum(0.05), NAMES, OPS, False, 60.0)
     seed = (("x_1", ("add", ("mul", CONST, "x_1"), ("mul", CONST, ("mul", "x_0", "x_1")))), [-0.3, -4.0])
     cands = Search([Fixed(seed)]).run(problem)
     refitted = []
@@ -287,12 +287,6 @@ def test_a_term_is_replaced_in_one_edit_and_each_skeleton_is_refitted_once():
         refitted.append(components)
         return Search([])._candidate(components, constants, problem, np.inf, "local", tuned)
 
-    climb = Climb(LocalSearch(), problem, cands, [], evaluate)
-    current = climb.held[0]
-    law = canonical((Term("x_1"), Term(("sin", "x_0"))))
-    assert law not in {canonical(current[1][:j] + current[1][j + 1:]) for j in range(2)}  # not a drop
-    edits = [e.components for e in climb._edits(current, set(), climb.base_fits) if e.components[0] == current[0]]
-    assert edits[0][1] == law, edits[:3]
-    found = climb.run(np.inf, 40)
+    found = Climb(LocalSearch(), problem, cands, [], evaluate).run(np.inf, 40)
     assert len(refitted) == len(set(refitted)) > 0
     assert found and "sin(theta)" in found[-1].rhs["omega"], [c.rhs for c in found]

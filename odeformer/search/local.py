@@ -7,7 +7,7 @@ best few candidates in turn.
 The edits of a component (its additive terms, each without its coefficient):
 
 - drop a term; add a term from the libraries (polynomial, the grammar's unary terms) or from any
-  proposal (the transformer's, the saturating and forcing sources'), or put one in a term's place;
+  proposal (the transformer's, the saturating and forcing sources');
 - rewrite a term at one node: a unary operator swapped for another (``cos`` -> ``sin``), a variable
   replaced by a motif (``x -> x/(K + x)``, ``sin(x)``, ``exp(c*x)``, ``x*y``) or by another variable,
   a power of one variable by a saturation (``x**2 -> x**2/(K + x**2)``, a Hill function);
@@ -312,16 +312,11 @@ class Climb:
                     ops = self.problem.operators
                     for tree, consts, tuned in rewrites(terms[j].tree, terms[j].consts, ops, self.motif):
                         options.setdefault(canonical(terms[:j] + (Term(tree, consts),) + terms[j + 1:]), tuned)
-            have = {t.key if t is not None else None for t in terms}
-            for extra in [*self.library, None]:
-                if (extra.key if extra is not None else None) in have:
-                    continue
-                if len(terms) < MAX_TERMS:
-                    options.setdefault(canonical((*terms, extra)), False)
-                # a term replaced by another: where neither dropping the one nor adding the other alone
-                # wins by the margin
-                for j in range(len(terms)):
-                    options.setdefault(canonical(terms[:j] + (extra,) + terms[j + 1:]), False)
+            if len(terms) < MAX_TERMS:
+                have = {t.key if t is not None else None for t in terms}
+                for extra in [*self.library, None]:
+                    if (extra.key if extra is not None else None) not in have:
+                        options.setdefault(canonical((*terms, extra)), False)
             for alt in self.pool[i]:
                 options.setdefault(alt, False)
             scored = []
